@@ -1,0 +1,196 @@
+//! Command-line and environment configuration shared by every service: each flag of every service
+//! is also an environment variable named after the service (`--database-url` of the catalog is
+//! `CATALOG_DATABASE_URL`), derived mechanically so a flag can never lack its variable.
+
+use std::{ffi::OsString, time::Duration};
+
+use clap::{Args, Command, CommandFactory, FromArgMatches, ValueEnum};
+
+/// Parses `T` from the process arguments and environment, with `prefix` for the variables.
+/// Exits with clap's usage message on bad input, like `Parser::parse`.
+pub fn parse<T: CommandFactory + FromArgMatches>(prefix: &str) -> T {
+    match try_parse_from(prefix, std::env::args_os()) {
+        Ok(parsed) => parsed,
+        Err(err) => err.exit(),
+    }
+}
+
+/// Like [`parse`] but from an explicit argument list, and returning the error (for tests).
+pub fn try_parse_from<T, I, A>(prefix: &str, args: I) -> Result<T, clap::Error>
+where
+    T: CommandFactory + FromArgMatches,
+    I: IntoIterator<Item = A>,
+    A: Into<OsString> + Clone,
+{
+    let mut matches = command::<T>(prefix).try_get_matches_from(args)?;
+    T::from_arg_matches_mut(&mut matches)
+}
+
+/// The clap command of `T` with an environment variable on every long flag, for `--help` too.
+pub fn command<T: CommandFactory>(prefix: &str) -> Command {
+    with_env(T::command(), prefix)
+}
+
+fn with_env(command: Command, prefix: &str) -> Command {
+    command
+        .mut_args(|arg| match arg.get_long().map(str::to_owned) {
+            // Global so that `backbone-auth migrate --database-url ...` reads like `serve`.
+            Some(long) if arg.get_env().is_none() => arg.env(env_name(prefix, &long)).global(true),
+            _ => arg,
+        })
+        .mut_subcommands(|sub| with_env(sub, prefix))
+}
+
+/// The environment variable that carries `--long` for the service with `prefix`.
+pub fn env_name(prefix: &str, long: &str) -> String {
+    format!("{prefix}_{}", long.to_uppercase().replace('-', "_"))
+}
+
+/// A configuration value that must never be printed (database URLs hold passwords): its
+/// `Debug` is redacted, and the value is read with [`Secret::expose`].
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The value itself; keep it out of logs and error messages.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable on a terminal, JSON otherwise.
+    Auto,
+    /// One JSON object per line, with `trace_id` and `span_id`.
+    Json,
+    /// Human-readable text.
+    Text,
+}
+
+/// Logging flags.
+#[derive(Debug, Clone, Args)]
+pub struct TelemetryArgs {
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+    /// Log filter in `tracing` EnvFilter syntax (`info`, `warn,backbone_catalog=debug`, ...);
+    /// `RUST_LOG` wins when set. Traces go over OTLP when the standard
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` is set; all `OTEL_*` variables are honoured.
+    #[arg(long, default_value = "info")]
+    pub log_filter: String,
+}
+
+/// Server limits and shutdown behaviour.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Longest time one call may run before it fails with DEADLINE_EXCEEDED (a shorter
+    /// `grpc-timeout` from the client wins).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    pub request_timeout: Duration,
+    /// Most calls served at once by this process; further calls wait for a slot (bounded by
+    /// the request timeout).
+    #[arg(long, default_value_t = 1024)]
+    pub concurrency_limit: usize,
+    /// On SIGTERM/SIGINT, how long health reports NOT_SERVING while new calls are still
+    /// accepted, so load balancers stop routing here before the listener closes.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    pub shutdown_drain: Duration,
+    /// On shutdown, the longest wait for in-flight calls to finish before exiting anyway.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "25s")]
+    pub shutdown_grace: Duration,
+    /// Connections older than this are asked to reconnect (HTTP/2 GOAWAY), so clients behind
+    /// a connection-level balancer spread over new replicas. `0s` disables it.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
+    pub max_connection_age: Duration,
+}
+
+/// Database connection flags (the URL itself lives in each service's config, with its default).
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// Most open database connections in this process.
+    #[arg(long, default_value_t = 16)]
+    pub db_pool_size: usize,
+    /// Longest wait for a new database connection or a free pooled one before the call fails
+    /// with UNAVAILABLE.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "3s")]
+    pub db_timeout: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{Parser, Subcommand};
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Option<Cmd>,
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:1")]
+        listen_addr: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    }
+
+    #[derive(Debug, Subcommand)]
+    enum Cmd {
+        Migrate,
+    }
+
+    #[test]
+    fn every_flag_has_a_prefixed_variable() {
+        let command = command::<Cli>("DEMO");
+        let mut missing = Vec::new();
+        for arg in command.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+            if env.as_deref() != Some(env_name("DEMO", long).as_str()) {
+                missing.push(long.to_owned());
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "flags without DEMO_ variable: {missing:?}"
+        );
+        assert_eq!(env_name("DEMO", "request-timeout"), "DEMO_REQUEST_TIMEOUT");
+    }
+
+    #[test]
+    fn flags_work_after_the_subcommand() {
+        let cli: Cli = try_parse_from("DEMO", ["demo", "migrate", "--listen-addr", "0.0.0.0:9"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(cli.command, Some(Cmd::Migrate)));
+        assert_eq!(cli.listen_addr, "0.0.0.0:9");
+        assert_eq!(cli.server.request_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn bad_duration_is_a_usage_error() {
+        let err = try_parse_from::<Cli, _, _>("DEMO", ["demo", "--request-timeout", "soon"])
+            .err()
+            .map(|e| e.kind());
+        assert_eq!(err, Some(clap::error::ErrorKind::ValueValidation));
+    }
+}

@@ -1,0 +1,566 @@
+//! Database access on PostgreSQL or SQLite, chosen by the URL: one pool enum, one connection enum
+//! and [`db_run!`](crate::db_run) to run the same Diesel query body on whichever is live.
+//! Migrations are embedded per backend and applied at start-up by a readiness monitor that keeps
+//! retrying with backoff while the database is unreachable, so the process stays up and its
+//! readiness follows the database.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use diesel::{ConnectionError, SqliteConnection};
+use diesel_async::{
+    AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection,
+    pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod, deadpool},
+    sync_connection_wrapper::SyncConnectionWrapper,
+};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
+use tokio::sync::{Notify, watch};
+use tonic::Status;
+
+use crate::{config::DatabaseArgs, error};
+
+/// An async PostgreSQL connection.
+pub type PgConn = AsyncPgConnection;
+/// An SQLite connection run on the blocking pool behind an async face.
+pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
+
+/// How long SQLite waits on a locked database before giving up (PRAGMA busy_timeout).
+const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
+/// Key of the PostgreSQL advisory lock that serialises migrations across replicas.
+const MIGRATION_LOCK_KEY: i64 = 0x6261_636b_626f_6e65; // "backbone"
+
+/// Which backend a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `postgres://` or `postgresql://`.
+    Postgres,
+    /// `sqlite://PATH`, `sqlite:PATH` or a plain file path.
+    Sqlite,
+}
+
+/// A database URL that has been checked, split by backend.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// A PostgreSQL connection string, validated by tokio-postgres's own parser.
+    Postgres(String),
+    /// The file of an SQLite database.
+    Sqlite(PathBuf),
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    // The URL may hold a password: show where it points, never the credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.redacted())
+    }
+}
+
+impl DatabaseUrl {
+    /// Parses and checks `url`; the error message never repeats the URL (it may hold a password).
+    pub fn parse(url: &str) -> Result<Self, DbError> {
+        let url = url.trim();
+        if url.is_empty() {
+            return Err(DbError::Config("the database URL is empty".into()));
+        }
+        if let Some(rest) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            if rest.is_empty() {
+                return Err(DbError::Config("an sqlite:// URL needs a file path".into()));
+            }
+            return Ok(Self::Sqlite(PathBuf::from(rest)));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return match url.parse::<tokio_postgres::Config>() {
+                Ok(config) if config.get_hosts().is_empty() => {
+                    Err(DbError::Config("the PostgreSQL URL names no host".into()))
+                }
+                Ok(_) => Ok(Self::Postgres(url.to_owned())),
+                Err(err) => Err(DbError::Config(format!("malformed PostgreSQL URL: {err}"))),
+            };
+        }
+        match url.split_once("://") {
+            Some((scheme, _)) => Err(DbError::Config(format!(
+                "unsupported database URL scheme `{scheme}`: use postgres://..., sqlite://PATH or a file path"
+            ))),
+            None => Ok(Self::Sqlite(PathBuf::from(url))),
+        }
+    }
+
+    /// The backend this URL selects.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::Postgres(_) => Backend::Postgres,
+            Self::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// Where the URL points, without user or password: for logs.
+    pub fn redacted(&self) -> String {
+        match self {
+            Self::Sqlite(path) => format!("sqlite://{}", path.display()),
+            Self::Postgres(url) => match url.parse::<tokio_postgres::Config>() {
+                Ok(config) => {
+                    let hosts: Vec<String> = config
+                        .get_hosts()
+                        .iter()
+                        .map(|h| match h {
+                            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+                        })
+                        .collect();
+                    format!(
+                        "postgres://{}/{}",
+                        hosts.join(","),
+                        config.get_dbname().unwrap_or_default()
+                    )
+                }
+                Err(_) => "postgres://(unparseable)".into(),
+            },
+        }
+    }
+}
+
+/// Why a database operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The URL or another setting is wrong: a start-up error.
+    #[error("{0}")]
+    Config(String),
+    /// The database has not been reached yet or migrations are still pending.
+    #[error("the database is not ready yet")]
+    NotReady,
+    /// The database could not be reached (connect, pool wait or a dropped connection).
+    #[error("the database is unreachable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Applying migrations failed.
+    #[error("database migration failed")]
+    Migration(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A query failed for another reason (constraint, bad SQL, ...).
+    #[error("database query failed")]
+    Query(#[source] diesel::result::Error),
+}
+
+impl From<diesel::result::Error> for DbError {
+    fn from(err: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match err {
+            Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
+            | Error::BrokenTransactionManager => Self::Unavailable(Box::new(err)),
+            other => Self::Query(other),
+        }
+    }
+}
+
+impl From<deadpool::PoolError> for DbError {
+    fn from(err: deadpool::PoolError) -> Self {
+        Self::Unavailable(Box::new(err))
+    }
+}
+
+impl DbError {
+    /// True when trying again later may succeed (the database was unreachable or not ready).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::NotReady | Self::Unavailable(_))
+    }
+}
+
+impl From<&DbError> for Status {
+    fn from(err: &DbError) -> Self {
+        match err {
+            DbError::NotReady | DbError::Unavailable(_) => error::unavailable(
+                "DATABASE_UNAVAILABLE",
+                "the service's database is unreachable; try again shortly",
+                Duration::from_secs(1),
+            ),
+            DbError::Config(_) | DbError::Migration(_) | DbError::Query(_) => error::internal(err),
+        }
+    }
+}
+
+/// The embedded migrations of one service, one tree per backend.
+#[derive(Clone, Copy)]
+pub struct Migrations {
+    /// `migrations/postgres`.
+    pub postgres: &'static EmbeddedMigrations,
+    /// `migrations/sqlite`.
+    pub sqlite: &'static EmbeddedMigrations,
+}
+
+impl std::fmt::Debug for Migrations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Migrations")
+    }
+}
+
+/// Lends a `'static` embedded tree to the harness, which wants a source by value.
+struct Source(&'static EmbeddedMigrations);
+
+impl<DB: diesel::backend::Backend> diesel::migration::MigrationSource<DB> for Source {
+    fn migrations(
+        &self,
+    ) -> diesel::migration::Result<Vec<Box<dyn diesel::migration::Migration<DB>>>> {
+        <EmbeddedMigrations as diesel::migration::MigrationSource<DB>>::migrations(self.0)
+    }
+}
+
+enum Pool {
+    Postgres(deadpool::Pool<PgConn>),
+    Sqlite(deadpool::Pool<SqliteConn>),
+}
+
+/// A pooled connection to whichever backend is configured; use it with [`db_run!`](crate::db_run).
+pub enum DbConn {
+    /// A PostgreSQL connection.
+    Postgres(deadpool::Object<PgConn>),
+    /// An SQLite connection.
+    Sqlite(deadpool::Object<SqliteConn>),
+}
+
+impl std::fmt::Debug for DbConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Postgres(_) => "DbConn::Postgres",
+            Self::Sqlite(_) => "DbConn::Sqlite",
+        })
+    }
+}
+
+/// Runs the same Diesel body against whichever connection is live. The body sees `$c` as
+/// `&mut PgConn` or `&mut SqliteConn`; dialect-specific SQL belongs in explicit per-backend arms
+/// (`match conn { DbConn::Postgres(c) => ..., DbConn::Sqlite(c) => ... }`), not here.
+#[macro_export]
+macro_rules! db_run {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            $crate::db::DbConn::Postgres(pooled) => {
+                let $c: &mut $crate::db::PgConn = &mut *pooled;
+                $body
+            }
+            $crate::db::DbConn::Sqlite(pooled) => {
+                let $c: &mut $crate::db::SqliteConn = &mut *pooled;
+                $body
+            }
+        }
+    };
+}
+
+struct Inner {
+    url: DatabaseUrl,
+    pool: Pool,
+    migrations: Migrations,
+    ready: watch::Sender<bool>,
+    check_now: Notify,
+}
+
+/// A service's database: the pool, its migrations and its readiness. Cheap to clone.
+#[derive(Clone)]
+pub struct Database {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("url", &self.inner.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Database {
+    /// Builds the pool for `url` without connecting yet. Fails only on configuration errors
+    /// (a malformed URL, an SQLite directory that cannot be created).
+    pub fn new(url: &str, args: &DatabaseArgs, migrations: Migrations) -> Result<Self, DbError> {
+        let url = DatabaseUrl::parse(url)?;
+        let pool = match &url {
+            DatabaseUrl::Postgres(conn_str) => {
+                let mut config = ManagerConfig::default();
+                // A dead connection is found by the query that uses it (and the monitor then
+                // empties the pool), instead of a round trip before every checkout.
+                config.recycling_method = RecyclingMethod::Fast;
+                let manager = AsyncDieselConnectionManager::new_with_config(conn_str, config);
+                Pool::Postgres(build_pool(manager, args)?)
+            }
+            DatabaseUrl::Sqlite(path) => {
+                create_parent_dir(path)?;
+                let mut config = ManagerConfig::default();
+                config.recycling_method = RecyclingMethod::Fast;
+                config.custom_setup = Box::new(|url| Box::pin(establish_sqlite(url.to_owned())));
+                let manager =
+                    AsyncDieselConnectionManager::new_with_config(path.to_string_lossy(), config);
+                Pool::Sqlite(build_pool(manager, args)?)
+            }
+        };
+        let (ready, _) = watch::channel(false);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                url,
+                pool,
+                migrations,
+                ready,
+                check_now: Notify::new(),
+            }),
+        })
+    }
+
+    /// The configured backend.
+    pub fn backend(&self) -> Backend {
+        self.inner.url.backend()
+    }
+
+    /// Where the database is, without credentials.
+    pub fn redacted_url(&self) -> String {
+        self.inner.url.redacted()
+    }
+
+    /// A connection for a request. Fails fast with [`DbError::NotReady`] while the monitor
+    /// knows the database is down or unmigrated.
+    pub async fn conn(&self) -> Result<DbConn, DbError> {
+        if !*self.inner.ready.borrow() {
+            return Err(DbError::NotReady);
+        }
+        self.pooled().await.inspect_err(|err| {
+            if err.is_unavailable() {
+                self.report_unavailable();
+            }
+        })
+    }
+
+    /// Tells the monitor that a call just found the database unreachable, so it re-checks now
+    /// instead of at its next tick.
+    pub fn report_unavailable(&self) {
+        self.inner.check_now.notify_one();
+    }
+
+    /// Follows readiness: true once reachable and migrated, false while unreachable.
+    pub fn readiness(&self) -> watch::Receiver<bool> {
+        self.inner.ready.subscribe()
+    }
+
+    /// Applies pending migrations (the `migrate` subcommand, and the monitor at start-up).
+    /// On PostgreSQL an advisory lock makes replicas starting together take turns.
+    pub async fn migrate(&self) -> Result<usize, DbError> {
+        let migrations = self.inner.migrations;
+        match self.pooled().await? {
+            DbConn::Postgres(mut conn) => {
+                diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
+                    .execute(&mut conn)
+                    .await?;
+                let (conn, applied) = run_migrations(conn, migrations.postgres).await;
+                let mut conn = conn?;
+                diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))
+                    .execute(&mut conn)
+                    .await?;
+                applied
+            }
+            DbConn::Sqlite(conn) => run_migrations(conn, migrations.sqlite).await.1,
+        }
+    }
+
+    /// Reverts every applied migration (tests check that each `down.sql` undoes its `up.sql`).
+    pub async fn revert_all(&self) -> Result<usize, DbError> {
+        let migrations = self.inner.migrations;
+        let reverted = match self.pooled().await? {
+            DbConn::Postgres(conn) => revert_migrations(conn, migrations.postgres).await,
+            DbConn::Sqlite(conn) => revert_migrations(conn, migrations.sqlite).await,
+        };
+        self.inner.ready.send_replace(false);
+        reverted
+    }
+
+    /// Keeps readiness true to the database: migrates once reachable, then pings it, retrying
+    /// with capped exponential backoff while it is down. Runs until the process ends.
+    pub async fn monitor(self) {
+        const HEALTHY_EVERY: Duration = Duration::from_secs(5);
+        const FIRST_RETRY: Duration = Duration::from_millis(200);
+        const MAX_RETRY: Duration = Duration::from_secs(2);
+        let mut migrated = false;
+        let mut retry = FIRST_RETRY;
+        loop {
+            let result = if migrated {
+                self.ping().await
+            } else {
+                self.migrate().await.map(drop)
+            };
+            let was_ready = *self.inner.ready.borrow();
+            let wait = match result {
+                Ok(()) => {
+                    if !migrated {
+                        tracing::info!(database = %self.redacted_url(), "database migrated and ready");
+                    } else if !was_ready {
+                        tracing::info!(database = %self.redacted_url(), "database reachable again");
+                    }
+                    migrated = true;
+                    retry = FIRST_RETRY;
+                    self.inner.ready.send_replace(true);
+                    HEALTHY_EVERY
+                }
+                Err(err) => {
+                    if was_ready || retry == FIRST_RETRY {
+                        tracing::warn!(
+                            database = %self.redacted_url(),
+                            error = %error::SourceChain(&err),
+                            "database unreachable; readiness is NOT_SERVING until it is back"
+                        );
+                    }
+                    self.inner.ready.send_replace(false);
+                    // Connections opened before the outage are dead; drop the idle ones.
+                    self.clear_idle();
+                    let wait = retry;
+                    retry = (retry * 2).min(MAX_RETRY);
+                    wait
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.inner.check_now.notified() => {}
+            }
+        }
+    }
+
+    async fn ping(&self) -> Result<(), DbError> {
+        let mut conn = self.pooled().await?;
+        db_run!(&mut conn, |c| diesel::sql_query("SELECT 1")
+            .execute(c)
+            .await)?;
+        Ok(())
+    }
+
+    async fn pooled(&self) -> Result<DbConn, DbError> {
+        Ok(match &self.inner.pool {
+            Pool::Postgres(pool) => DbConn::Postgres(pool.get().await?),
+            Pool::Sqlite(pool) => DbConn::Sqlite(pool.get().await?),
+        })
+    }
+
+    fn clear_idle(&self) {
+        match &self.inner.pool {
+            Pool::Postgres(pool) => drop(pool.retain(|_, _| false)),
+            Pool::Sqlite(pool) => drop(pool.retain(|_, _| false)),
+        }
+    }
+}
+
+fn build_pool<C>(
+    manager: AsyncDieselConnectionManager<C>,
+    args: &DatabaseArgs,
+) -> Result<deadpool::Pool<C>, DbError>
+where
+    AsyncDieselConnectionManager<C>:
+        ::deadpool::managed::Manager<Type = C, Error = diesel_async::pooled_connection::PoolError>,
+{
+    deadpool::Pool::builder(manager)
+        .max_size(args.db_pool_size.max(1))
+        .runtime(::deadpool::Runtime::Tokio1)
+        .wait_timeout(Some(args.db_timeout))
+        .create_timeout(Some(args.db_timeout))
+        .build()
+        .map_err(|err| DbError::Config(format!("cannot build the connection pool: {err}")))
+}
+
+async fn establish_sqlite(path: String) -> Result<SqliteConn, ConnectionError> {
+    let mut conn = SqliteConn::establish(&path).await?;
+    // WAL lets readers run beside the writer; foreign keys are off by default in SQLite;
+    // busy_timeout makes a writer wait for the lock instead of failing at once.
+    conn.batch_execute(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS};"
+    ))
+    .await
+    .map_err(ConnectionError::CouldntSetupConfiguration)?;
+    Ok(conn)
+}
+
+fn create_parent_dir(path: &Path) -> Result<(), DbError> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir).map_err(|err| {
+            DbError::Config(format!(
+                "cannot create the SQLite directory {}: {err}",
+                dir.display()
+            ))
+        }),
+        _ => Ok(()),
+    }
+}
+
+// The harness runs Diesel's synchronous migration code through `block_in_place`, which needs
+// the multi-thread runtime (services and tests use it).
+async fn run_migrations<C>(
+    conn: C,
+    migrations: &'static EmbeddedMigrations,
+) -> (Result<C, DbError>, Result<usize, DbError>)
+where
+    C: AsyncConnection + 'static,
+    AsyncMigrationHarness<C>: MigrationHarness<C::Backend>,
+{
+    let mut harness = AsyncMigrationHarness::new(conn);
+    let applied = harness
+        .run_pending_migrations(Source(migrations))
+        .map(|versions| versions.len())
+        .map_err(DbError::Migration);
+    (Ok(harness.into_inner()), applied)
+}
+
+async fn revert_migrations<C>(
+    conn: C,
+    migrations: &'static EmbeddedMigrations,
+) -> Result<usize, DbError>
+where
+    C: AsyncConnection + 'static,
+    AsyncMigrationHarness<C>: MigrationHarness<C::Backend>,
+{
+    let mut harness = AsyncMigrationHarness::new(conn);
+    harness
+        .revert_all_migrations(Source(migrations))
+        .map(|versions| versions.len())
+        .map_err(DbError::Migration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_picks_the_backend() {
+        assert_eq!(
+            DatabaseUrl::parse("sqlite://.data/a.db").ok(),
+            Some(DatabaseUrl::Sqlite(".data/a.db".into()))
+        );
+        assert_eq!(
+            DatabaseUrl::parse("/tmp/x.db").ok(),
+            Some(DatabaseUrl::Sqlite("/tmp/x.db".into()))
+        );
+        assert_eq!(
+            DatabaseUrl::parse("postgres://u:p@localhost:5432/db")
+                .map(|u| u.backend())
+                .ok(),
+            Some(Backend::Postgres)
+        );
+    }
+
+    #[test]
+    fn malformed_urls_are_config_errors_without_the_secret() {
+        for bad in [
+            "mysql://root:hunter2@h/db",
+            "postgres://u:hunter2@h:notaport/db",
+            "",
+            "sqlite://",
+        ] {
+            match DatabaseUrl::parse(bad) {
+                Err(DbError::Config(message)) => assert!(!message.contains("hunter2"), "{message}"),
+                other => panic!("{bad:?} gave {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn redacted_url_drops_credentials() {
+        let url = DatabaseUrl::parse("postgres://app:hunter2@db.internal:5432/catalog")
+            .expect("valid url");
+        assert_eq!(url.redacted(), "postgres://db.internal/catalog");
+        assert!(!format!("{url:?}").contains("hunter2"));
+    }
+}

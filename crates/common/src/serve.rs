@@ -1,0 +1,283 @@
+//! Server bootstrap: one [`serve`] runs a service's routes on a listener with health (overall
+//! `""` plus one entry per service), reflection v1 and v1alpha, tracing, a readiness gate, a
+//! concurrency limit, a request timeout and graceful shutdown.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use http::{Request, Response};
+use tokio::{net::TcpListener, sync::watch};
+use tonic::{
+    body::Body,
+    service::Routes,
+    transport::{Server, server::TcpIncoming},
+};
+use tonic_health::{ServingStatus, server::HealthReporter};
+use tower::{Layer, Service, ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
+
+use crate::{config::ServerArgs, db::DbError, trace::ServerTraceLayer};
+
+/// Why serving stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The reflection service could not be built from the descriptor sets.
+    #[error("building the reflection service failed")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The transport failed.
+    #[error("the gRPC server failed")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// What [`serve`] needs besides the routes.
+#[derive(Debug)]
+pub struct ServeOptions {
+    /// Fully-qualified names of the services in the routes (`backbone.auth.v1.AuthService`);
+    /// each gets a health entry that follows `readiness`.
+    pub service_names: Vec<&'static str>,
+    /// Whether the services can answer (their database is reachable and migrated). While
+    /// false their health entries are NOT_SERVING and their calls answer UNAVAILABLE at once;
+    /// `""` (liveness) stays SERVING. `None`: always ready.
+    pub readiness: Option<watch::Receiver<bool>>,
+    /// Limits, timeouts and shutdown durations.
+    pub server: ServerArgs,
+}
+
+/// Serves `routes` on `listener` until `shutdown` resolves, then: every health entry goes
+/// NOT_SERVING, calls are still accepted for `shutdown_drain`, the listener closes, and in-flight
+/// calls get up to `shutdown_grace` to finish.
+pub async fn serve(
+    listener: TcpListener,
+    routes: Routes,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let ServeOptions {
+        service_names,
+        readiness,
+        server: args,
+    } = options;
+    let (mut reporter, health) = tonic_health::server::health_reporter();
+    let initially_ready = readiness.as_ref().is_none_or(|r| *r.borrow());
+    for name in &service_names {
+        reporter
+            .set_service_status(name, serving(initially_ready))
+            .await;
+    }
+    let readiness = readiness.unwrap_or_else(|| watch::channel(true).1);
+    let follower = tokio::spawn(follow_readiness(
+        reporter.clone(),
+        service_names.clone(),
+        readiness.clone(),
+    ));
+
+    let reflection_v1 = reflection_builder(&service_names).build_v1()?;
+    let reflection_v1alpha = reflection_builder(&service_names).build_v1alpha()?;
+
+    let gate = ReadinessGateLayer {
+        services: Arc::new(service_names.clone()),
+        readiness,
+    };
+    let layers = ServiceBuilder::new()
+        // Outermost, so the span covers queueing and gate refusals and records every status.
+        .layer(ServerTraceLayer)
+        // Before the limit: a call that cannot be served must not wait for a slot first.
+        .layer(gate)
+        // One limit for the whole process rather than per connection: a few busy clients
+        // cannot starve the rest, and memory stays bounded.
+        .layer(GlobalConcurrencyLimitLayer::new(
+            args.concurrency_limit.max(1),
+        ));
+
+    let mut builder = Server::builder()
+        // Applies to every call; a shorter grpc-timeout from the client wins.
+        .timeout(args.request_timeout)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+    if !args.max_connection_age.is_zero() {
+        builder = builder
+            .max_connection_age(args.max_connection_age)
+            .max_connection_age_grace(args.shutdown_grace);
+    }
+    let router = builder
+        .layer(layers)
+        .add_routes(routes)
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = router.serve_with_incoming_shutdown(incoming, async {
+        let _ = stopped.await;
+    });
+    tokio::pin!(server);
+
+    tokio::select! {
+        result = &mut server => {
+            follower.abort();
+            return Ok(result?);
+        }
+        () = shutdown => {}
+    }
+
+    follower.abort();
+    tracing::info!("shutting down: health is NOT_SERVING, draining in-flight calls");
+    reporter
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    for name in &service_names {
+        reporter
+            .set_service_status(name, ServingStatus::NotServing)
+            .await;
+    }
+    tokio::time::sleep(args.shutdown_drain).await;
+    // Health watchers have seen NOT_SERVING; dropping the entries ends their streams, which
+    // would otherwise hold the connections open for the whole grace period.
+    reporter.clear_service_status("").await;
+    for name in &service_names {
+        reporter.clear_service_status(name).await;
+    }
+    let _ = stop.send(());
+    match tokio::time::timeout(args.shutdown_grace, server).await {
+        Ok(result) => {
+            tracing::info!("all calls finished; stopped");
+            Ok(result?)
+        }
+        Err(_) => {
+            tracing::warn!(grace = ?args.shutdown_grace, "calls still running after the grace period; stopping anyway");
+            Ok(())
+        }
+    }
+}
+
+fn serving(ready: bool) -> ServingStatus {
+    if ready {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    }
+}
+
+async fn follow_readiness(
+    reporter: HealthReporter,
+    names: Vec<&'static str>,
+    mut readiness: watch::Receiver<bool>,
+) {
+    loop {
+        let ready = *readiness.borrow_and_update();
+        for name in &names {
+            reporter.set_service_status(name, serving(ready)).await;
+        }
+        if readiness.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Reflection over our contracts plus health, both reflection versions and the google.rpc error
+/// details (so grpcurl can describe everything and decode rich errors). Only what this process
+/// serves is listed: the descriptor set also holds the other Backbone services.
+fn reflection_builder(services: &[&'static str]) -> tonic_reflection::server::Builder<'static> {
+    let served = services.iter().copied().chain([
+        tonic_health::pb::health_server::SERVICE_NAME,
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ]);
+    served.fold(
+        tonic_reflection::server::Builder::configure()
+            .include_reflection_service(false)
+            .register_encoded_file_descriptor_set(backbone_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            ),
+        |builder, name| builder.with_service_name(name),
+    )
+}
+
+/// Waits for SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}
+
+/// Answers UNAVAILABLE (with RetryInfo) for the gated services while they are not ready, so
+/// callers fail fast instead of waiting on a database that is known to be down. Health and
+/// reflection are never gated.
+#[derive(Debug, Clone)]
+struct ReadinessGateLayer {
+    services: Arc<Vec<&'static str>>,
+    readiness: watch::Receiver<bool>,
+}
+
+impl<S> Layer<S> for ReadinessGateLayer {
+    type Service = ReadinessGate<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        ReadinessGate {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ReadinessGate<S> {
+    inner: S,
+    layer: ReadinessGateLayer,
+}
+
+impl<S, B> Service<Request<B>> for ReadinessGate<S>
+where
+    S: Service<Request<B>, Response = Response<Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        if !*self.layer.readiness.borrow() {
+            let service = request
+                .uri()
+                .path()
+                .trim_start_matches('/')
+                .split('/')
+                .next();
+            if service.is_some_and(|s| self.layer.services.contains(&s)) {
+                let status = tonic::Status::from(&DbError::NotReady);
+                return Box::pin(std::future::ready(Ok(status.into_http())));
+            }
+        }
+        Box::pin(self.inner.call(request))
+    }
+}

@@ -1,0 +1,99 @@
+//! Logging and tracing: a `tracing` subscriber that writes human lines on a terminal and JSON
+//! (with `trace_id`/`span_id`) otherwise, bridged to OpenTelemetry; spans are exported over OTLP
+//! when the standard `OTEL_EXPORTER_OTLP_ENDPOINT` is set. Exporting is best-effort: a missing or
+//! unreachable collector is logged, never fatal.
+
+use std::io::IsTerminal;
+
+use opentelemetry::{global, trace::TracerProvider as _};
+use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
+
+use crate::config::{LogFormat, TelemetryArgs};
+
+/// Keeps the tracer provider alive; [`Telemetry::shutdown`] flushes pending spans.
+#[derive(Debug)]
+pub struct Telemetry {
+    provider: SdkTracerProvider,
+}
+
+impl Telemetry {
+    /// Flushes pending spans to the collector (bounded by the SDK's export timeout) and stops
+    /// the exporter. Call it last, after the server has drained.
+    pub fn shutdown(self) {
+        if let Err(err) = self.provider.shutdown() {
+            // The collector may be gone; exiting cleanly matters more than these spans.
+            tracing::warn!(error = %err, "flushing traces failed");
+        }
+    }
+}
+
+/// True when the standard OTEL variables ask for OTLP trace export.
+fn otlp_requested() -> bool {
+    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
+    let disabled = std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
+        || std::env::var("OTEL_TRACES_EXPORTER").is_ok_and(|v| v.eq_ignore_ascii_case("none"));
+    !disabled && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+}
+
+/// Installs the global subscriber, propagator and tracer provider for `service` (the default
+/// `service.name` when `OTEL_SERVICE_NAME` is unset). Call once, inside the Tokio runtime.
+pub fn init(service: &'static str, args: &TelemetryArgs) -> Telemetry {
+    global::set_text_map_propagator(TraceContextPropagator::new());
+
+    let mut resource = Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name(service);
+    }
+    // The sampler comes from OTEL_TRACES_SAMPLER / _ARG, read by the SDK's default config.
+    let mut provider = SdkTracerProvider::builder().with_resource(resource.build());
+    let mut export_error = None;
+    if otlp_requested() {
+        match opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .build()
+        {
+            Ok(exporter) => provider = provider.with_batch_exporter(exporter),
+            Err(err) => export_error = Some(err.to_string()),
+        }
+    }
+    // Without an exporter the provider still mints trace ids, so log lines carry them.
+    let provider = provider.build();
+    global::set_tracer_provider(provider.clone());
+
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|directives| EnvFilter::try_new(directives).ok())
+        .or_else(|| EnvFilter::try_new(&args.log_filter).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let json = match args.log_format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stdout().is_terminal(),
+    };
+    let fmt_layer = if json {
+        json_subscriber::fmt::layer()
+            .with_opentelemetry_ids(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .flatten_event(true)
+            .with_target(true)
+            .boxed()
+    } else {
+        tracing_subscriber::fmt::layer().with_target(false).boxed()
+    };
+    let otel_layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("backbone"));
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(otel_layer)
+        .with(fmt_layer)
+        .try_init();
+    if installed.is_err() {
+        // Tests start several services in one process; the first subscriber stays.
+        tracing::debug!("a global tracing subscriber is already installed");
+    }
+    if let Some(err) = export_error {
+        tracing::warn!(error = %err, "OTLP trace export is off: the exporter could not be built");
+    }
+    Telemetry { provider }
+}

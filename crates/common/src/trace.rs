@@ -1,0 +1,212 @@
+//! Trace context across gRPC calls: a server layer that continues the caller's W3C
+//! `traceparent` and opens the SERVER span of each call, and a client layer that opens the
+//! CLIENT span of each outgoing call and injects its context into the request headers.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use http::{HeaderMap, Request, Response};
+use opentelemetry::{global, trace::TraceContextExt as _};
+use opentelemetry_http::{HeaderExtractor, HeaderInjector};
+use tower::{Layer, Service};
+use tracing::{Instrument as _, Span, field::Empty};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+/// `package.Service` and `Method` of a gRPC path `/package.Service/Method`.
+fn split_path(path: &str) -> (&str, &str) {
+    let path = path.strip_prefix('/').unwrap_or(path);
+    path.split_once('/').unwrap_or((path, ""))
+}
+
+/// The grpc-status of a response, from its headers (trailers-only answers) or trailers.
+fn grpc_status(headers: &HeaderMap) -> Option<i32> {
+    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
+/// Records the status on the span, marking server-side failures as span errors the way the
+/// OpenTelemetry gRPC conventions do for SERVER spans (client mistakes are not span errors).
+fn record_status(span: &Span, code: i32, server: bool) {
+    span.record("rpc.grpc.status_code", code);
+    let server_fault = matches!(code, 2 | 4 | 12 | 13 | 14 | 15);
+    if code != 0 && (!server || server_fault) {
+        span.record("otel.status_code", "ERROR");
+    }
+}
+
+fn rpc_span(kind: &'static str, path: &str) -> Span {
+    let (service, method) = split_path(path);
+    let name = format!("{service}/{method}");
+    tracing::info_span!(
+        "grpc",
+        otel.name = %name,
+        otel.kind = kind,
+        otel.status_code = Empty,
+        rpc.system = "grpc",
+        rpc.service = %service,
+        rpc.method = %method,
+        rpc.grpc.status_code = Empty,
+        trace_id = Empty,
+    )
+}
+
+/// Server layer: one SERVER span per call, child of the caller's `traceparent` when present.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServerTraceLayer;
+
+impl<S> Layer<S> for ServerTraceLayer {
+    type Service = ServerTrace<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        ServerTrace { inner }
+    }
+}
+
+/// The service made by [`ServerTraceLayer`].
+#[derive(Debug, Clone)]
+pub struct ServerTrace<S> {
+    inner: S,
+}
+
+impl<S, B, RB> Service<Request<B>> for ServerTrace<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Future: Send + 'static,
+    RB: http_body::Body + Send + 'static,
+    RB::Data: Send,
+{
+    type Response = Response<TracedBody<RB>>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let span = rpc_span("server", request.uri().path());
+        let parent =
+            global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(request.headers())));
+        // Only fails when the span is disabled by the filter, and then there is nothing to link.
+        let _ = span.set_parent(parent);
+        let trace_id = span.context().span().span_context().trace_id();
+        if trace_id != opentelemetry::TraceId::INVALID {
+            span.record("trace_id", tracing::field::display(trace_id));
+        }
+        let future = self.inner.call(request).instrument(span.clone());
+        Box::pin(async move {
+            let response = future.await?;
+            let trailers_only = grpc_status(response.headers());
+            if let Some(code) = trailers_only {
+                record_status(&span, code, true);
+            }
+            Ok(response.map(|body| TracedBody {
+                inner: body,
+                span: trailers_only.is_none().then_some(span),
+            }))
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that records the grpc-status of its trailers on the call's span.
+    #[derive(Debug)]
+    pub struct TracedBody<B> {
+        #[pin]
+        inner: B,
+        span: Option<Span>,
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for TracedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let (Some(trailers), Some(span)) = (frame.trailers_ref(), this.span.as_ref()) {
+                if let Some(code) = grpc_status(trailers) {
+                    record_status(span, code, true);
+                }
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Client layer: one CLIENT span per outgoing call, its context injected as `traceparent`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientTraceLayer;
+
+impl<S> Layer<S> for ClientTraceLayer {
+    type Service = ClientTrace<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        ClientTrace { inner }
+    }
+}
+
+/// The service made by [`ClientTraceLayer`].
+#[derive(Debug, Clone)]
+pub struct ClientTrace<S> {
+    inner: S,
+}
+
+impl<S, B, RB> Service<Request<B>> for ClientTrace<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let span = rpc_span("client", request.uri().path());
+        let context = span.context();
+        global::get_text_map_propagator(|p| {
+            p.inject_context(&context, &mut HeaderInjector(request.headers_mut()))
+        });
+        let future = self.inner.call(request).instrument(span.clone());
+        Box::pin(async move {
+            let response = future.await?;
+            // Unary answers carry their status in trailers that this layer does not wait for;
+            // an error answered before the body is seen here.
+            if let Some(code) = grpc_status(response.headers()) {
+                record_status(&span, code, false);
+            }
+            Ok(response)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_splits_into_service_and_method() {
+        assert_eq!(
+            split_path("/backbone.catalog.v1.CatalogService/GetProduct"),
+            ("backbone.catalog.v1.CatalogService", "GetProduct")
+        );
+        assert_eq!(split_path("/odd"), ("odd", ""));
+    }
+}

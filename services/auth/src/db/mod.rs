@@ -1,0 +1,3 @@
+//! The auth service's storage: its Diesel schema and, as handlers land, its queries.
+
+pub mod schema;

@@ -1,0 +1,65 @@
+//! The auth service: `backbone.auth.v1.AuthService`. [`run`] builds and serves it; tests call
+//! it with a port-0 listener.
+
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod grpc;
+
+use std::future::Future;
+
+use backbone_common::{
+    app::{self, AppError},
+    db::{Database, Migrations},
+};
+use backbone_proto::auth::auth_service_server::AuthServiceServer;
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+use tokio::net::TcpListener;
+use tonic::{server::NamedService, service::Routes};
+
+use crate::config::Config;
+
+static POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+static SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+/// This service's migrations, one tree per backend.
+pub const MIGRATIONS: Migrations = Migrations {
+    postgres: &POSTGRES_MIGRATIONS,
+    sqlite: &SQLITE_MIGRATIONS,
+};
+
+/// The gRPC service name this binary serves and reports readiness for.
+pub const SERVICE_NAME: &str = <AuthServiceServer<grpc::AuthApi> as NamedService>::NAME;
+
+/// Opens the database described by `config` (no connection is made yet).
+pub fn database(config: &Config) -> Result<Database, AppError> {
+    Ok(Database::new(
+        config.database_url.expose(),
+        &config.db,
+        MIGRATIONS,
+    )?)
+}
+
+/// Serves the auth service on `listener` until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AppError> {
+    let database = database(&config)?;
+    let routes = Routes::new(AuthServiceServer::new(grpc::AuthApi::new(database.clone())));
+    app::serve_with_database(
+        listener,
+        routes,
+        vec![SERVICE_NAME],
+        database,
+        config.server,
+        shutdown,
+    )
+    .await
+}
+
+/// The `migrate` subcommand.
+pub async fn migrate(config: &Config) -> Result<(), AppError> {
+    app::migrate(&database(config)?).await
+}

@@ -1,0 +1,65 @@
+//! Command line and environment of `backbone-billing`: every flag is also a `BILLING_*` variable.
+
+use std::net::SocketAddr;
+
+use backbone_common::config::{DatabaseArgs, Secret, ServerArgs, TelemetryArgs};
+use clap::{Args, Parser, Subcommand};
+
+/// Prefix of every environment variable of this service.
+pub const ENV_PREFIX: &str = "BILLING";
+/// Name of the binary and default OpenTelemetry `service.name`.
+pub const SERVICE: &str = "backbone-billing";
+
+/// Backbone billing service: carts, checkout, payments, invoices, refunds and ledger.
+#[derive(Debug, Parser)]
+#[command(name = "backbone-billing", version, about)]
+pub struct Cli {
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings shared by every subcommand.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// Subcommands.
+#[derive(Debug, Clone, Copy, Default, Subcommand)]
+pub enum Command {
+    /// Serve gRPC (applies pending migrations first, in the background).
+    #[default]
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+}
+
+/// Settings of the service.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address and port to listen on for gRPC.
+    #[arg(long, default_value = "0.0.0.0:50053")]
+    pub listen_addr: SocketAddr,
+    /// Database: `postgres://user:pass@host:5432/db`, `sqlite://PATH` or a file path.
+    #[arg(long, default_value = "sqlite://.data/billing.db")]
+    pub database_url: Secret,
+    #[command(flatten)]
+    #[allow(missing_docs, reason = "clap flattens the documented fields")]
+    pub db: DatabaseArgs,
+    #[command(flatten)]
+    #[allow(missing_docs, reason = "clap flattens the documented fields")]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    #[allow(missing_docs, reason = "clap flattens the documented fields")]
+    pub telemetry: TelemetryArgs,
+}
+
+impl Config {
+    /// Defaults for everything, with this database (tests and tools).
+    pub fn with_database(database_url: &str) -> Self {
+        let cli: Cli = backbone_common::config::try_parse_from(
+            ENV_PREFIX,
+            ["backbone-billing", "--database-url", database_url],
+        )
+        .unwrap_or_else(|err| unreachable!("the defaults parse: {err}"));
+        cli.config
+    }
+}

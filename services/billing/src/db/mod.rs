@@ -1,0 +1,3 @@
+//! The billing service's storage: its Diesel schema and, as handlers land, its queries.
+
+pub mod schema;

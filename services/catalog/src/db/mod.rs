@@ -1,0 +1,3 @@
+//! The catalog service's storage: its Diesel schema and, as handlers land, its queries.
+
+pub mod schema;

@@ -1,0 +1,439 @@
+//! Test harness shared by the end-to-end tests: a fresh database per test on each backend,
+//! services started in-process on port-0 listeners or as real processes, and small gRPC helpers.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use tonic::transport::Channel;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+/// The PostgreSQL server the tests use (each test makes and drops its own database there).
+pub fn postgres_admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// The two database backends every test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// An SQLite file in a temporary directory.
+    Sqlite,
+    /// A fresh database on the server of `TEST_DATABASE_URL`.
+    Postgres,
+}
+
+/// A database that exists for one test and is removed when dropped.
+#[derive(Debug)]
+pub struct TestDb {
+    /// URL a service can use.
+    pub url: String,
+    cleanup: Cleanup,
+}
+
+#[derive(Debug)]
+enum Cleanup {
+    Sqlite(
+        #[expect(
+            dead_code,
+            reason = "held so the directory lives as long as the database"
+        )]
+        tempfile::TempDir,
+    ),
+    Postgres {
+        admin_url: String,
+        name: String,
+    },
+}
+
+impl TestDb {
+    /// A new, empty database on `backend`. Panics with directions when PostgreSQL is unreachable:
+    /// the suite never skips a backend silently.
+    pub async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("test.db").display());
+                Self {
+                    url,
+                    cleanup: Cleanup::Sqlite(dir),
+                }
+            }
+            Backend::Postgres => {
+                let admin_url = postgres_admin_url();
+                let name = format!("backbone_test_{}", uuid::Uuid::now_v7().simple());
+                let client = admin_client(&admin_url).await;
+                client
+                    .batch_execute(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .unwrap_or_else(|e| panic!("creating test database {name}: {e}"));
+                let mut config: tokio_postgres::Config =
+                    admin_url.parse().expect("valid TEST_DATABASE_URL");
+                config.dbname(&name);
+                let url = postgres_url(&admin_url, &name);
+                Self {
+                    url,
+                    cleanup: Cleanup::Postgres { admin_url, name },
+                }
+            }
+        }
+    }
+}
+
+/// `admin_url` with its database name replaced by `name`.
+pub fn postgres_url(admin_url: &str, name: &str) -> String {
+    let (base, query) = match admin_url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (admin_url, String::new()),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    format!("{base}/{name}{query}")
+}
+
+async fn admin_client(admin_url: &str) -> tokio_postgres::Client {
+    let connected = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_postgres::connect(admin_url, tokio_postgres::NoTls),
+    )
+    .await;
+    match connected {
+        Ok(Ok((client, connection))) => {
+            tokio::spawn(connection);
+            client
+        }
+        Ok(Err(e)) => panic!(
+            "PostgreSQL is unreachable ({e}). The suite runs every test on PostgreSQL too: start \
+             it, or point TEST_DATABASE_URL at a server where this user may CREATE DATABASE \
+             (default postgres://postgres@127.0.0.1:5432/postgres)."
+        ),
+        Err(_) => panic!(
+            "PostgreSQL did not answer within 5 s. Start it, or point TEST_DATABASE_URL at a \
+             server where this user may CREATE DATABASE."
+        ),
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Cleanup::Postgres { admin_url, name } = &self.cleanup {
+            let (admin_url, name) = (admin_url.clone(), name.clone());
+            // Drop cannot await; a short-lived runtime on its own thread does the cleanup.
+            let done = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                if let Ok(runtime) = runtime {
+                    runtime.block_on(async {
+                        if let Ok((client, connection)) =
+                            tokio_postgres::connect(&admin_url, tokio_postgres::NoTls).await
+                        {
+                            tokio::spawn(connection);
+                            let _ = client
+                                .batch_execute(&format!(
+                                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                                ))
+                                .await;
+                        }
+                    });
+                }
+            });
+            let _ = done.join();
+        }
+    }
+}
+
+/// Generates one `#[tokio::test]` per backend (`NAME::sqlite`, `NAME::postgres`) from a body
+/// `async fn(Backend)`. Multi-thread runtime: migrations need `block_in_place`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($(#[$meta:meta])* async fn $name:ident($backend:ident: Backend) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            async fn body($backend: $crate::Backend) $body
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                body($crate::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                body($crate::Backend::Postgres).await
+            }
+        }
+    };
+}
+
+/// Which service a test starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Svc {
+    /// backbone-auth.
+    Auth,
+    /// backbone-catalog.
+    Catalog,
+    /// backbone-billing.
+    Billing,
+}
+
+impl Svc {
+    /// All three.
+    pub const ALL: [Svc; 3] = [Svc::Auth, Svc::Catalog, Svc::Billing];
+
+    /// The gRPC service name (also its health entry).
+    pub fn grpc_name(self) -> &'static str {
+        match self {
+            Svc::Auth => backbone_auth::SERVICE_NAME,
+            Svc::Catalog => backbone_catalog::SERVICE_NAME,
+            Svc::Billing => backbone_billing::SERVICE_NAME,
+        }
+    }
+
+    /// The binary name.
+    pub fn binary(self) -> &'static str {
+        match self {
+            Svc::Auth => "backbone-auth",
+            Svc::Catalog => "backbone-catalog",
+            Svc::Billing => "backbone-billing",
+        }
+    }
+
+    /// The environment variable prefix.
+    pub fn env_prefix(self) -> &'static str {
+        match self {
+            Svc::Auth => "AUTH",
+            Svc::Catalog => "CATALOG",
+            Svc::Billing => "BILLING",
+        }
+    }
+}
+
+/// A service running inside the test process on a port-0 listener.
+#[derive(Debug)]
+pub struct InProcess {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), backbone_common::app::AppError>>>,
+}
+
+impl InProcess {
+    /// Starts `svc` on `database_url` and returns once it listens (readiness may still be
+    /// NOT_SERVING while migrations run; see [`wait_ready`]).
+    pub async fn start(svc: Svc, database_url: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind port 0");
+        let addr = listener.local_addr().expect("local addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        let task = match svc {
+            Svc::Auth => {
+                let config = backbone_auth::config::Config::with_database(database_url);
+                tokio::spawn(backbone_auth::run(config, listener, shutdown))
+            }
+            Svc::Catalog => {
+                let config = backbone_catalog::config::Config::with_database(database_url);
+                tokio::spawn(backbone_catalog::run(config, listener, shutdown))
+            }
+            Svc::Billing => {
+                let config = backbone_billing::config::Config::with_database(database_url);
+                tokio::spawn(backbone_billing::run(config, listener, shutdown))
+            }
+        };
+        Self {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// A channel to it.
+    pub async fn channel(&self) -> Channel {
+        channel(self.addr).await
+    }
+
+    /// Stops it gracefully and returns how `run` ended.
+    pub async fn stop(mut self) -> Result<(), backbone_common::app::AppError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await.expect("service task panicked"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A plaintext channel to `addr`, retried until it connects (10 s at most).
+pub async fn channel(addr: SocketAddr) -> Channel {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect()
+            .await
+        {
+            Ok(channel) => return channel,
+            Err(e) if Instant::now() > deadline => panic!("cannot connect to {addr}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// The health status of `service` ("" for the whole server).
+pub async fn health(channel: &Channel, service: &str) -> Result<ServingStatus, tonic::Status> {
+    let response = HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await?;
+    Ok(response.into_inner().status())
+}
+
+/// Waits until `service` reports `wanted` (panics after `within`).
+pub async fn wait_for_health(
+    channel: &Channel,
+    service: &str,
+    wanted: ServingStatus,
+    within: Duration,
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        let status = health(channel, service).await;
+        if matches!(status, Ok(s) if s == wanted) {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("{service:?} did not become {wanted:?} within {within:?}; last: {status:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `service` is SERVING (migrated, database reachable).
+pub async fn wait_ready(channel: &Channel, service: &str) {
+    wait_for_health(
+        channel,
+        service,
+        ServingStatus::Serving,
+        Duration::from_secs(20),
+    )
+    .await;
+}
+
+/// A free loopback port (bound then released; fine for tests on one machine).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The path of a service binary in the target directory of this test build.
+pub fn binary_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --workspace --bins` first (make test does)",
+        path.display()
+    );
+    path
+}
+
+/// A service started as a real process.
+#[derive(Debug)]
+pub struct Process {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The child process.
+    pub child: Child,
+}
+
+impl Process {
+    /// Starts `svc` as a process listening on a free port, with extra flags.
+    pub fn start(svc: Svc, database_url: &str, extra: &[&str]) -> Self {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let child = Command::new(binary_path(svc.binary()))
+            .args([
+                "--listen-addr",
+                &addr.to_string(),
+                "--database-url",
+                database_url,
+                "--log-format",
+                "json",
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn service");
+        Self { addr, child }
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Everything the process wrote to stderr (call after it exited).
+    pub fn stderr(&mut self) -> String {
+        use std::io::Read as _;
+        let mut text = String::new();
+        if let Some(mut stderr) = self.child.stderr.take() {
+            let _ = stderr.read_to_string(&mut text);
+        }
+        text
+    }
+
+    /// Waits for the process to exit (panics after `within`) and returns its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("process did not exit within {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,79 @@
+//! The kit's database layer on both backends: one Diesel body through `db_run!` writes and reads
+//! rows of a service schema in its portable types, and the database enforces its constraints.
+
+use std::time::Duration;
+
+use backbone_common::{config::DatabaseArgs, db::Database, db_run};
+use backbone_tests::{TestDb, on_both_backends};
+use diesel::{ExpressionMethods as _, QueryDsl as _};
+use diesel_async::RunQueryDsl as _;
+
+on_both_backends! {
+    async fn one_query_body_runs_on_either_backend(backend: Backend) {
+        use backbone_catalog::db::schema::products::dsl as p;
+        let db = TestDb::new(backend).await;
+        let args = DatabaseArgs { db_pool_size: 4, db_timeout: Duration::from_secs(5) };
+        let database = Database::new(&db.url, &args, backbone_catalog::MIGRATIONS).expect("database");
+        database.migrate().await.expect("migrate");
+        // `conn()` waits for readiness, which the monitor sets; here we migrated by hand.
+        tokio::spawn(database.clone().monitor());
+        let mut ready = database.readiness();
+        tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|r| *r)).await.expect("ready").expect("watch");
+
+        let now = chrono::Utc::now().naive_utc();
+        let mut conn = database.conn().await.expect("conn");
+        let inserted = db_run!(&mut conn, |c| {
+            diesel::insert_into(p::products)
+                .values((
+                    p::id.eq("0193a5b0-0000-7000-8000-000000000001"),
+                    p::sku.eq("SKU-1"),
+                    p::title.eq("Mug"),
+                    p::price_minor.eq(1250_i64),
+                    p::currency_code.eq("EUR"),
+                    p::status.eq("ACTIVE"),
+                    p::created_at.eq(now),
+                    p::updated_at.eq(now),
+                ))
+                .execute(c)
+                .await
+        })
+        .expect("insert");
+        assert_eq!(inserted, 1);
+
+        let (title, price, created): (String, i64, chrono::NaiveDateTime) = db_run!(&mut conn, |c| {
+            p::products
+                .filter(p::sku.eq("SKU-1"))
+                .select((p::title, p::price_minor, p::created_at))
+                .first(c)
+                .await
+        })
+        .expect("select");
+        assert_eq!((title.as_str(), price), ("Mug", 1250));
+        assert_eq!(created.and_utc().timestamp_micros(), now.and_utc().timestamp_micros());
+
+        // The database itself refuses what the schema forbids: a duplicate SKU, a negative price.
+        let duplicate = db_run!(&mut conn, |c| {
+            diesel::insert_into(p::products)
+                .values((
+                    p::id.eq("0193a5b0-0000-7000-8000-000000000002"),
+                    p::sku.eq("SKU-1"),
+                    p::title.eq("Other"),
+                    p::price_minor.eq(1_i64),
+                    p::currency_code.eq("EUR"),
+                    p::status.eq("ACTIVE"),
+                    p::created_at.eq(now),
+                    p::updated_at.eq(now),
+                ))
+                .execute(c)
+                .await
+        });
+        assert!(matches!(
+            duplicate,
+            Err(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _))
+        ), "{duplicate:?}");
+        let negative = db_run!(&mut conn, |c| {
+            diesel::update(p::products).set(p::price_minor.eq(-1_i64)).execute(c).await
+        });
+        assert!(negative.is_err(), "negative price accepted");
+    }
+}
