@@ -1,6 +1,11 @@
 //! Test harness shared by the end-to-end tests: a fresh database per test on each backend,
 //! services started in-process on port-0 listeners or as real processes, and small gRPC helpers.
 
+#![allow(
+    clippy::expect_used,
+    reason = "a test harness: a failed expectation is a failed test, with its message"
+)]
+
 use std::{
     net::SocketAddr,
     path::PathBuf,

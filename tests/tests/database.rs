@@ -1,6 +1,11 @@
 //! The kit's database layer on both backends: one Diesel body through `db_run!` writes and reads
 //! rows of a service schema in its portable types, and the database enforces its constraints.
 
+#![allow(
+    clippy::expect_used,
+    reason = "end-to-end tests: a failed expectation is a failed test, with its message"
+)]
+
 use std::time::Duration;
 
 use backbone_common::{config::DatabaseArgs, db::Database, db_run};

@@ -1,6 +1,11 @@
 //! The real binaries as a user runs them: grpcurl against each service, SIGTERM while a call is
 //! in flight, a malformed database URL, and a PostgreSQL that is down at start-up and later.
 
+#![allow(
+    clippy::expect_used,
+    reason = "end-to-end tests: a failed expectation is a failed test, with its message"
+)]
+
 use std::{process::Command, time::Duration};
 
 use backbone_tests::{

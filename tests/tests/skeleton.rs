@@ -2,6 +2,11 @@
 //! v1alpha with field comments, UNIMPLEMENTED for RPCs not built yet, malformed bodies answered
 //! without harm, and graceful in-process shutdown.
 
+#![allow(
+    clippy::expect_used,
+    reason = "end-to-end tests: a failed expectation is a failed test, with its message"
+)]
+
 use std::time::Duration;
 
 use backbone_tests::{InProcess, Svc, TestDb, health, on_both_backends, wait_ready};

@@ -213,6 +213,10 @@ enum Pool {
 }
 
 /// A pooled connection to whichever backend is configured; use it with [`db_run!`](crate::db_run).
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one short-lived value per call; boxing would only add an allocation per checkout"
+)]
 pub enum DbConn {
     /// A PostgreSQL connection.
     Postgres(deadpool::Object<PgConn>),

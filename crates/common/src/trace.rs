@@ -129,12 +129,11 @@ impl<B: http_body::Body> http_body::Body for TracedBody<B> {
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let (Some(trailers), Some(span)) = (frame.trailers_ref(), this.span.as_ref()) {
-                if let Some(code) = grpc_status(trailers) {
-                    record_status(span, code, true);
-                }
-            }
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let (Some(trailers), Some(span)) = (frame.trailers_ref(), this.span.as_ref())
+            && let Some(code) = grpc_status(trailers)
+        {
+            record_status(span, code, true);
         }
         polled
     }
