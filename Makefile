@@ -24,9 +24,13 @@ build: ## Build the three service binaries (debug).
 
 .ONESHELL:
 run: build ## Start auth, catalog and billing on SQLite under $(DATA_DIR); Ctrl-C stops them.
-	mkdir -p "$(DATA_DIR)"
-	pids=()
-	stop() { trap - INT TERM; kill -TERM "$${pids[@]}" 2>/dev/null || true; wait "$${pids[@]}" 2>/dev/null || true; echo "stopped; data kept in $(DATA_DIR)"; }
+	@mkdir -p "$(DATA_DIR)"
+	pids=(); stopped=
+	stop() {
+	  [ -n "$$stopped" ] && return; stopped=1; trap - INT TERM
+	  kill -TERM "$${pids[@]}" 2>/dev/null || true; wait "$${pids[@]}" 2>/dev/null || true
+	  echo "stopped; data kept in $(DATA_DIR)"
+	}
 	trap stop INT TERM
 	for entry in auth:50051 catalog:50052 billing:50053; do
 	  svc=$${entry%%:*}; port=$${entry##*:}
