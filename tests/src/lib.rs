@@ -369,20 +369,28 @@ pub fn binary_path(name: &str) -> PathBuf {
     path
 }
 
-/// A service started as a real process.
+/// A service started as a real process; its JSON log (stdout) goes to a file the test can read.
 #[derive(Debug)]
 pub struct Process {
     /// Where it listens.
     pub addr: SocketAddr,
     /// The child process.
     pub child: Child,
+    log: tempfile::NamedTempFile,
 }
 
 impl Process {
     /// Starts `svc` as a process listening on a free port, with extra flags.
     pub fn start(svc: Svc, database_url: &str, extra: &[&str]) -> Self {
+        Self::start_with_env(svc, database_url, extra, &[])
+    }
+
+    /// Like [`Process::start`], with extra environment variables.
+    pub fn start_with_env(svc: Svc, database_url: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let log = tempfile::NamedTempFile::new().expect("log file");
+        let stdout = log.reopen().expect("reopen log file");
         let child = Command::new(binary_path(svc.binary()))
             .args([
                 "--listen-addr",
@@ -393,12 +401,18 @@ impl Process {
                 "json",
             ])
             .args(extra)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn service");
-        Self { addr, child }
+        Self { addr, child, log }
+    }
+
+    /// Everything the process has logged so far (JSON lines).
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
 
     /// Sends SIGTERM.

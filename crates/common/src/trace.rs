@@ -101,6 +101,8 @@ where
             if let Some(code) = trailers_only {
                 record_status(&span, code, true);
             }
+            // An access-log line for debugging, off at the default `info` filter.
+            tracing::debug!(parent: &span, grpc_status = trailers_only.unwrap_or(0), "call answered");
             Ok(response.map(|body| TracedBody {
                 inner: body,
                 span: trailers_only.is_none().then_some(span),
