@@ -386,7 +386,12 @@ impl Process {
     }
 
     /// Like [`Process::start`], with extra environment variables.
-    pub fn start_with_env(svc: Svc, database_url: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
+    pub fn start_with_env(
+        svc: Svc,
+        database_url: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         let log = tempfile::NamedTempFile::new().expect("log file");

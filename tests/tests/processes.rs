@@ -309,23 +309,38 @@ async fn unreachable_collector_never_stops_a_service_and_logs_carry_the_callers_
         Svc::Catalog,
         &db.url,
         &["--log-filter", "info,backbone_common=debug"],
-        &[("OTEL_EXPORTER_OTLP_ENDPOINT", collector.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100")],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
     );
     let chan = channel(process.addr).await;
     wait_ready(&chan, Svc::Catalog.grpc_name()).await;
 
     // A caller's W3C trace context is continued: its trace id shows up in the service's log.
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let mut request = tonic::Request::new(HealthCheckRequest { service: String::new() });
+    let mut request = tonic::Request::new(HealthCheckRequest {
+        service: String::new(),
+    });
     request.metadata_mut().insert(
         "traceparent",
-        format!("00-{trace_id}-00f067aa0ba902b7-01").parse().expect("ascii"),
+        format!("00-{trace_id}-00f067aa0ba902b7-01")
+            .parse()
+            .expect("ascii"),
     );
-    let answer = HealthClient::new(chan.clone()).check(request).await.expect("check");
+    let answer = HealthClient::new(chan.clone())
+        .check(request)
+        .await
+        .expect("check");
     assert_eq!(answer.into_inner().status(), ServingStatus::Serving);
     // Spans are exported (and fail to reach the collector) while the service keeps serving.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(health(&chan, Svc::Catalog.grpc_name()).await.expect("health"), ServingStatus::Serving);
+    assert_eq!(
+        health(&chan, Svc::Catalog.grpc_name())
+            .await
+            .expect("health"),
+        ServingStatus::Serving
+    );
 
     process.terminate();
     let code = tokio::task::spawn_blocking({
@@ -339,9 +354,12 @@ async fn unreachable_collector_never_stops_a_service_and_logs_carry_the_callers_
     .expect("join");
     assert_eq!(code.0, Some(0), "exit code with the collector down");
     let logs = code.1;
-    assert!(logs.contains("call answered"), "no access log lines in:\n{logs}");
-    let carried = logs
-        .lines()
-        .any(|l| l.contains("call answered") && l.contains(&format!("\"trace_id\":\"{trace_id}\"")));
+    assert!(
+        logs.contains("call answered"),
+        "no access log lines in:\n{logs}"
+    );
+    let carried = logs.lines().any(|l| {
+        l.contains("call answered") && l.contains(&format!("\"trace_id\":\"{trace_id}\""))
+    });
     assert!(carried, "the caller's trace id is in no log line:\n{logs}");
 }
