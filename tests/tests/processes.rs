@@ -305,7 +305,7 @@ async fn unreachable_postgres_keeps_the_service_up_and_it_recovers() {
 async fn unreachable_collector_never_stops_a_service_and_logs_carry_the_callers_trace_id() {
     let db = TestDb::new(Backend::Sqlite).await;
     let collector = format!("http://127.0.0.1:{}", free_port());
-    let mut process = Process::start_with_env(
+    let process = Process::start_with_env(
         Svc::Catalog,
         &db.url,
         &["--log-filter", "info,backbone_common=debug"],
