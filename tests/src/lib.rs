@@ -77,9 +77,6 @@ impl TestDb {
                     .batch_execute(&format!("CREATE DATABASE {name}"))
                     .await
                     .unwrap_or_else(|e| panic!("creating test database {name}: {e}"));
-                let mut config: tokio_postgres::Config =
-                    admin_url.parse().expect("valid TEST_DATABASE_URL");
-                config.dbname(&name);
                 let url = postgres_url(&admin_url, &name);
                 Self {
                     url,

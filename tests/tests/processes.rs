@@ -231,14 +231,13 @@ fn pg_host_port() -> String {
 
 /// The test database's URL, pointed at the proxy's port instead of the server's.
 fn via_proxy(db: &TestDb, port: u16) -> String {
-    let mut config: tokio_postgres::Config = db.url.parse().expect("url");
+    let config: tokio_postgres::Config = db.url.parse().expect("url");
     let user = config.get_user().unwrap_or("postgres").to_owned();
     let password = config
         .get_password()
         .map(|p| format!(":{}", String::from_utf8_lossy(p)))
         .unwrap_or_default();
     let dbname = config.get_dbname().unwrap_or("postgres").to_owned();
-    config.port(port);
     format!("postgres://{user}{password}@127.0.0.1:{port}/{dbname}")
 }
 

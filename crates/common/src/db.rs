@@ -353,8 +353,7 @@ impl Database {
                 diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
                     .execute(&mut conn)
                     .await?;
-                let (conn, applied) = run_migrations(conn, migrations.postgres).await;
-                let mut conn = conn?;
+                let (mut conn, applied) = run_migrations(conn, migrations.postgres).await;
                 diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))
                     .execute(&mut conn)
                     .await?;
@@ -495,7 +494,7 @@ fn create_parent_dir(path: &Path) -> Result<(), DbError> {
 async fn run_migrations<C>(
     conn: C,
     migrations: &'static EmbeddedMigrations,
-) -> (Result<C, DbError>, Result<usize, DbError>)
+) -> (C, Result<usize, DbError>)
 where
     C: AsyncConnection + 'static,
     AsyncMigrationHarness<C>: MigrationHarness<C::Backend>,
@@ -505,7 +504,7 @@ where
         .run_pending_migrations(Source(migrations))
         .map(|versions| versions.len())
         .map_err(DbError::Migration);
-    (Ok(harness.into_inner()), applied)
+    (harness.into_inner(), applied)
 }
 
 async fn revert_migrations<C>(
