@@ -366,6 +366,9 @@ pub fn binary_path(name: &str) -> PathBuf {
     path
 }
 
+/// The key-encryption key test processes of the auth service run with (base64 of 32 bytes).
+pub const TEST_KEY_ENCRYPTION_KEY: &str = "dGVzdC1rZXktZW5jcnlwdGlvbi1rZXktMzItYnl0ZXM=";
+
 /// A service started as a real process; its JSON log (stdout) goes to a file the test can read.
 #[derive(Debug)]
 pub struct Process {
@@ -393,7 +396,12 @@ impl Process {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         let log = tempfile::NamedTempFile::new().expect("log file");
         let stdout = log.reopen().expect("reopen log file");
-        let child = Command::new(binary_path(svc.binary()))
+        let mut command = Command::new(binary_path(svc.binary()));
+        if svc == Svc::Auth {
+            // Tests may override it through `env`.
+            command.env("AUTH_KEY_ENCRYPTION_KEY", TEST_KEY_ENCRYPTION_KEY);
+        }
+        let child = command
             .args([
                 "--listen-addr",
                 &addr.to_string(),

@@ -7,6 +7,7 @@ use tokio::net::TcpListener;
 use tonic::service::Routes;
 
 use crate::{
+    auth::TokenVerifier,
     config::ServerArgs,
     db::{Database, DbError},
     error::SourceChain,
@@ -16,6 +17,12 @@ use crate::{
 /// Why a service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
+    /// A setting is missing or wrong.
+    #[error("{0}")]
+    Config(String),
+    /// A one-shot command failed; the message says why.
+    #[error("{0}")]
+    Command(String),
     /// The database configuration is wrong, or migrating failed.
     #[error(transparent)]
     Database(#[from] DbError),
@@ -48,6 +55,7 @@ pub async fn serve_with_database(
     service_names: Vec<&'static str>,
     database: Database,
     server: ServerArgs,
+    verifier: Option<TokenVerifier>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
     if let Ok(addr) = listener.local_addr() {
@@ -58,6 +66,7 @@ pub async fn serve_with_database(
         service_names,
         readiness: Some(database.readiness()),
         server,
+        verifier,
     };
     let result = serve(listener, routes, options, shutdown).await;
     monitor.abort();

@@ -137,6 +137,38 @@ pub struct DatabaseArgs {
     pub db_timeout: Duration,
 }
 
+/// How access tokens are issued (auth) and checked (every service).
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The `iss` of access tokens: the auth service writes it, every service requires it.
+    #[arg(long, default_value = "backbone-auth")]
+    pub token_issuer: String,
+    /// The `aud` of access tokens: the deployment they are valid for.
+    #[arg(long, default_value = "backbone")]
+    pub token_audience: String,
+    /// Clock skew tolerated when checking `exp` and `nbf` (at most 60s).
+    #[arg(long, value_parser = parse_leeway, default_value = "30s")]
+    pub token_leeway: Duration,
+}
+
+impl TokenArgs {
+    /// Verifier settings for these flags.
+    pub fn verifier_settings(&self) -> crate::auth::VerifierSettings {
+        let mut settings =
+            crate::auth::VerifierSettings::new(&self.token_issuer, &self.token_audience);
+        settings.leeway = self.token_leeway;
+        settings
+    }
+}
+
+fn parse_leeway(value: &str) -> Result<Duration, String> {
+    let leeway = humantime::parse_duration(value).map_err(|e| e.to_string())?;
+    if leeway > Duration::from_secs(60) {
+        return Err("at most 60s: a longer leeway keeps expired tokens alive".into());
+    }
+    Ok(leeway)
+}
+
 #[cfg(test)]
 mod tests {
     use clap::{Parser, Subcommand};

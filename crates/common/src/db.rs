@@ -363,6 +363,14 @@ impl Database {
         }
     }
 
+    /// Applies pending migrations and marks the database ready: for one-shot commands
+    /// (`create-admin`, `seed`) that run without the [`monitor`](Self::monitor).
+    pub async fn prepare(&self) -> Result<usize, DbError> {
+        let applied = self.migrate().await?;
+        self.inner.ready.send_replace(true);
+        Ok(applied)
+    }
+
     /// Reverts every applied migration (tests check that each `down.sql` undoes its `up.sql`).
     pub async fn revert_all(&self) -> Result<usize, DbError> {
         let migrations = self.inner.migrations;

@@ -1,11 +1,13 @@
 //! The runtime kit every Backbone service shares: configuration, telemetry, server bootstrap,
-//! error mapping, database access and the traced client channel.
+//! error mapping, database access, paging, token verification and the traced client channel.
 
 pub mod app;
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod page;
 pub mod serve;
 pub mod telemetry;
 pub mod trace;

@@ -20,7 +20,12 @@ use tonic::{
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::{Layer, Service, ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
 
-use crate::{config::ServerArgs, db::DbError, trace::ServerTraceLayer};
+use crate::{
+    auth::{AuthLayer, TokenVerifier},
+    config::ServerArgs,
+    db::DbError,
+    trace::ServerTraceLayer,
+};
 
 /// Why serving stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +50,8 @@ pub struct ServeOptions {
     pub readiness: Option<watch::Receiver<bool>>,
     /// Limits, timeouts and shutdown durations.
     pub server: ServerArgs,
+    /// Verifies bearer tokens of calls to the services; `None`: every call is anonymous.
+    pub verifier: Option<TokenVerifier>,
 }
 
 /// Serves `routes` on `listener` until `shutdown` resolves, then: every health entry goes
@@ -60,6 +67,7 @@ pub async fn serve(
         service_names,
         readiness,
         server: args,
+        verifier,
     } = options;
     let (mut reporter, health) = tonic_health::server::health_reporter();
     let initially_ready = readiness.as_ref().is_none_or(|r| *r.borrow());
@@ -87,6 +95,9 @@ pub async fn serve(
         .layer(ServerTraceLayer)
         // Before the limit: a call that cannot be served must not wait for a slot first.
         .layer(gate)
+        // Also before the limit, so forged or expired tokens are refused without taking a slot;
+        // a memoised token costs a hash lookup here.
+        .layer(AuthLayer::new(verifier, service_names.clone()))
         // One limit for the whole process rather than per connection: a few busy clients
         // cannot starve the rest, and memory stays bounded.
         .layer(GlobalConcurrencyLimitLayer::new(

@@ -52,6 +52,12 @@ fn rpc_span(kind: &'static str, path: &str) -> Span {
     )
 }
 
+/// The trace id of the current span (hex), for audit rows and error reports.
+pub fn current_trace_id() -> Option<String> {
+    let trace_id = Span::current().context().span().span_context().trace_id();
+    (trace_id != opentelemetry::TraceId::INVALID).then(|| trace_id.to_string())
+}
+
 /// Server layer: one SERVER span per call, child of the caller's `traceparent` when present.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ServerTraceLayer;

@@ -1,9 +1,11 @@
 //! Command line and environment of `backbone-auth`: every flag is also a `AUTH_*` variable.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use backbone_common::config::{DatabaseArgs, Secret, ServerArgs, TelemetryArgs};
+use backbone_common::config::{DatabaseArgs, Secret, ServerArgs, TelemetryArgs, TokenArgs};
 use clap::{Args, Parser, Subcommand};
+
+use crate::domain::secrets::Kek;
 
 /// Prefix of every environment variable of this service.
 pub const ENV_PREFIX: &str = "AUTH";
@@ -23,13 +25,24 @@ pub struct Cli {
 }
 
 /// Subcommands.
-#[derive(Debug, Clone, Copy, Default, Subcommand)]
+#[derive(Debug, Clone, Default, Subcommand)]
 pub enum Command {
     /// Serve gRPC (applies pending migrations first, in the background).
     #[default]
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Create an administrator, or grant the admin role to an existing account. The password is
+    /// read from the terminal (asked twice) or, when stdin is not a terminal, from its first line;
+    /// never from the command line.
+    CreateAdmin {
+        /// The administrator's email address.
+        #[arg(long)]
+        email: String,
+        /// Display name of a new account (default: the part of the email before `@`).
+        #[arg(long)]
+        display_name: Option<String>,
+    },
 }
 
 /// Settings of the service.
@@ -43,6 +56,12 @@ pub struct Config {
     pub database_url: Secret,
     #[command(flatten)]
     #[allow(missing_docs, reason = "clap flattens the documented fields")]
+    pub auth: AuthArgs,
+    #[command(flatten)]
+    #[allow(missing_docs, reason = "clap flattens the documented fields")]
+    pub token: TokenArgs,
+    #[command(flatten)]
+    #[allow(missing_docs, reason = "clap flattens the documented fields")]
     pub db: DatabaseArgs,
     #[command(flatten)]
     #[allow(missing_docs, reason = "clap flattens the documented fields")]
@@ -52,12 +71,94 @@ pub struct Config {
     pub telemetry: TelemetryArgs,
 }
 
+/// Settings of accounts, sessions and keys.
+#[derive(Debug, Clone, Args)]
+pub struct AuthArgs {
+    /// Key-encryption key sealing the token signing keys in the database: base64 of 32 random
+    /// bytes (`head -c32 /dev/urandom | base64`). Prefer the file variant with Kubernetes Secrets.
+    #[arg(long)]
+    pub key_encryption_key: Option<Secret>,
+    /// File holding the key-encryption key (as above); wins over `--key-encryption-key`.
+    #[arg(long)]
+    pub key_encryption_key_file: Option<PathBuf>,
+    /// Development mode: logs outgoing messages with their tokens (so `make run` users can verify
+    /// emails and reset passwords) and warns at start-up. Never in production.
+    #[arg(long)]
+    pub dev_mode: bool,
+    /// Lifetime of access tokens (also how long a revoked session's access tokens keep working).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "15m")]
+    pub access_token_ttl: Duration,
+    /// Lifetime of refresh tokens; each refresh starts a new one.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30d")]
+    pub refresh_token_ttl: Duration,
+    /// How long after a refresh the same refresh token may be presented again and get the same
+    /// answer (a client that lost the response); after it, reuse revokes the session.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    pub refresh_reuse_grace: Duration,
+    /// Lifetime of service-account access tokens.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "15m")]
+    pub service_token_ttl: Duration,
+    /// Lifetime of email-verification tokens.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "24h")]
+    pub email_verification_ttl: Duration,
+    /// Lifetime of password-reset tokens.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
+    pub password_reset_ttl: Duration,
+    /// Password hashes computed at once (0: one per CPU).
+    #[arg(long, default_value_t = 0)]
+    pub password_hash_workers: usize,
+    /// Password hashes allowed to wait for a worker; beyond that, RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = 64)]
+    pub password_hash_queue: usize,
+    /// Failed logins per account before each further attempt must wait (doubling from 1s).
+    #[arg(long, default_value_t = 5)]
+    pub login_attempts_per_account: i64,
+    /// Failed logins per client address before each further attempt must wait.
+    #[arg(long, default_value_t = 100)]
+    pub login_attempts_per_address: i64,
+    /// Longest wait imposed between login attempts; counters reset after this much quiet.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "15m")]
+    pub login_max_delay: Duration,
+}
+
+impl AuthArgs {
+    /// The key-encryption key from the file or the variable; the error never shows the key.
+    pub fn kek(&self) -> Result<Kek, String> {
+        let text = match (&self.key_encryption_key_file, &self.key_encryption_key) {
+            (Some(path), _) => std::fs::read_to_string(path).map_err(|err| {
+                format!(
+                    "cannot read the key-encryption key file {}: {err}",
+                    path.display()
+                )
+            })?,
+            (None, Some(secret)) => secret.expose().to_owned(),
+            (None, None) => {
+                return Err(
+                    "no key-encryption key: set AUTH_KEY_ENCRYPTION_KEY_FILE or \
+                            AUTH_KEY_ENCRYPTION_KEY to base64 of 32 random bytes \
+                            (`make run` creates a development key)"
+                        .into(),
+                );
+            }
+        };
+        Kek::parse(&text).map_err(str::to_owned)
+    }
+}
+
 impl Config {
-    /// Defaults for everything, with this database (tests and tools).
+    /// Defaults for everything, with this database and a fresh random key-encryption key
+    /// (tests and tools).
     pub fn with_database(database_url: &str) -> Self {
+        let kek = Kek::generate_text();
         let cli: Cli = backbone_common::config::try_parse_from(
             ENV_PREFIX,
-            ["backbone-auth", "--database-url", database_url],
+            [
+                "backbone-auth",
+                "--database-url",
+                database_url,
+                "--key-encryption-key",
+                &kek,
+            ],
         )
         .unwrap_or_else(|err| unreachable!("the defaults parse: {err}"));
         cli.config

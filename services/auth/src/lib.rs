@@ -3,13 +3,17 @@
 
 pub mod config;
 pub mod db;
+pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod keys;
+pub mod service;
 
-use std::future::Future;
+use std::{future::Future, sync::Arc, time::Duration};
 
 use backbone_common::{
     app::{self, AppError},
+    auth::TokenVerifier,
     db::{Database, Migrations},
 };
 use backbone_proto::auth::auth_service_server::AuthServiceServer;
@@ -17,7 +21,16 @@ use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use tokio::net::TcpListener;
 use tonic::{server::NamedService, service::Routes};
 
-use crate::config::Config;
+use crate::{
+    config::Config,
+    domain::{
+        password::{BlockingPool, PasswordHasher},
+        throttle::ThrottlePolicy,
+        user::User,
+    },
+    keys::{KeyStore, LocalJwks},
+    service::{Auth, Settings, notifier::OutboxNotifier},
+};
 
 static POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 static SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -40,20 +53,76 @@ pub fn database(config: &Config) -> Result<Database, AppError> {
     )?)
 }
 
+fn hasher(config: &Config) -> PasswordHasher {
+    let workers = match config.auth.password_hash_workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    PasswordHasher::new(
+        BlockingPool::new(workers, config.auth.password_hash_queue),
+        PasswordHasher::owasp_params(),
+    )
+}
+
+fn settings(config: &Config) -> Settings {
+    let auth = &config.auth;
+    let policy = |free_attempts| ThrottlePolicy {
+        free_attempts,
+        base_delay: Duration::from_secs(1),
+        max_delay: auth.login_max_delay,
+        window: auth.login_max_delay,
+    };
+    Settings {
+        issuer: config.token.token_issuer.clone(),
+        audience: config.token.token_audience.clone(),
+        access_token_ttl: auth.access_token_ttl,
+        refresh_token_ttl: auth.refresh_token_ttl,
+        refresh_reuse_grace: auth.refresh_reuse_grace,
+        service_token_ttl: auth.service_token_ttl,
+        email_verification_ttl: auth.email_verification_ttl,
+        password_reset_ttl: auth.password_reset_ttl,
+        account_throttle: policy(auth.login_attempts_per_account),
+        address_throttle: policy(auth.login_attempts_per_address),
+    }
+}
+
 /// Serves the auth service on `listener` until `shutdown` resolves.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
+    let kek = config.auth.kek().map_err(AppError::Config)?;
+    if config.auth.dev_mode {
+        tracing::warn!(
+            "development mode: outgoing messages are logged with their tokens; never run this in production"
+        );
+    }
     let database = database(&config)?;
-    let routes = Routes::new(AuthServiceServer::new(grpc::AuthApi::new(database.clone())));
+    // Retired keys stay published until every token they signed has expired.
+    let longest_token = config
+        .auth
+        .access_token_ttl
+        .max(config.auth.service_token_ttl);
+    let retention = longest_token + config.token.token_leeway + Duration::from_secs(300);
+    let keys = KeyStore::new(database.clone(), kek, retention);
+    let notifier = Arc::new(OutboxNotifier::new(database.clone(), config.auth.dev_mode));
+    let auth = Auth::new(
+        database.clone(),
+        keys.clone(),
+        hasher(&config),
+        notifier,
+        settings(&config),
+    );
+    let verifier = TokenVerifier::new(config.token.verifier_settings(), LocalJwks(keys));
+    let routes = Routes::new(AuthServiceServer::new(grpc::AuthApi::new(auth)));
     app::serve_with_database(
         listener,
         routes,
         vec![SERVICE_NAME],
         database,
         config.server,
+        Some(verifier),
         shutdown,
     )
     .await
@@ -62,4 +131,19 @@ pub async fn run(
 /// The `migrate` subcommand.
 pub async fn migrate(config: &Config) -> Result<(), AppError> {
     app::migrate(&database(config)?).await
+}
+
+/// The `create-admin` subcommand: migrates, then creates the administrator (or grants the admin
+/// role to an existing account). Returns the user and whether it was created.
+pub async fn create_admin(
+    config: &Config,
+    email: &str,
+    display_name: Option<&str>,
+    password: &str,
+) -> Result<(User, bool), AppError> {
+    let database = database(config)?;
+    database.prepare().await?;
+    service::accounts::create_admin(&database, &hasher(config), email, display_name, password)
+        .await
+        .map_err(|err| AppError::Command(tonic::Status::from(err).message().to_owned()))
 }

@@ -56,6 +56,7 @@ pub async fn run(
         vec![SERVICE_NAME],
         database,
         config.server,
+        None,
         shutdown,
     )
     .await

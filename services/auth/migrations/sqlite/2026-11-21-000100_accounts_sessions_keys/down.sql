@@ -1,0 +1,11 @@
+DROP TABLE audit_events;
+DROP TABLE outbox;
+DROP TABLE one_time_tokens;
+DROP TABLE login_throttles;
+DROP TABLE service_accounts;
+DROP TABLE signing_keys;
+DROP TABLE refresh_tokens;
+DROP TABLE sessions;
+ALTER TABLE users DROP COLUMN version;
+ALTER TABLE users DROP COLUMN disabled_at;
+ALTER TABLE users DROP COLUMN roles;
