@@ -6,6 +6,8 @@
     reason = "a test harness: a failed expectation is a failed test, with its message"
 )]
 
+pub mod auth_support;
+
 use std::{
     net::SocketAddr,
     path::PathBuf,
@@ -174,6 +176,20 @@ macro_rules! on_both_backends {
     };
 }
 
+/// Installs the services' telemetry once per test binary, as `main` does (logs only errors, to
+/// keep test output readable), so spans carry trace ids as in production.
+pub fn init_telemetry() {
+    static ONCE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        let args = backbone_common::config::TelemetryArgs {
+            log_format: backbone_common::config::LogFormat::Text,
+            log_filter: "error".into(),
+        };
+        // Kept for the whole test binary: nothing to flush without an exporter.
+        std::mem::forget(backbone_common::telemetry::init("backbone-tests", &args));
+    });
+}
+
 /// Which service a test starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Svc {
@@ -230,6 +246,7 @@ impl InProcess {
     /// Starts `svc` on `database_url` and returns once it listens (readiness may still be
     /// NOT_SERVING while migrations run; see [`wait_ready`]).
     pub async fn start(svc: Svc, database_url: &str) -> Self {
+        init_telemetry();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind port 0");
@@ -240,7 +257,7 @@ impl InProcess {
         };
         let task = match svc {
             Svc::Auth => {
-                let config = backbone_auth::config::Config::with_database(database_url);
+                let config = auth_support::config(database_url, &[]);
                 tokio::spawn(backbone_auth::run(config, listener, shutdown))
             }
             Svc::Catalog => {
@@ -252,6 +269,25 @@ impl InProcess {
                 tokio::spawn(backbone_billing::run(config, listener, shutdown))
             }
         };
+        Self {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Starts the auth service with extra flags (`--refresh-reuse-grace 1s`, ...).
+    pub async fn start_auth(database_url: &str, extra: &[&str]) -> Self {
+        init_telemetry();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind port 0");
+        let addr = listener.local_addr().expect("local addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let config = auth_support::config(database_url, extra);
+        let task = tokio::spawn(backbone_auth::run(config, listener, async move {
+            let _ = stopped.await;
+        }));
         Self {
             addr,
             stop: Some(stop),

@@ -248,7 +248,7 @@ impl VerifierSettings {
             issuer: issuer.into(),
             audience: audience.into(),
             leeway: Duration::from_secs(30),
-            refetch_interval: Duration::from_secs(5),
+            refetch_interval: Duration::from_secs(2),
             memo_capacity: 100_000,
         }
     }
@@ -380,36 +380,50 @@ impl TokenVerifier {
         Ok(principal)
     }
 
-    /// The decoding key for `kid`, fetching the JWKS again when it is unknown (rate-limited).
+    /// The decoding key for `kid`, fetching the JWKS again when it is unknown. Fetches are at
+    /// least `refetch_interval` apart: a caller that arrives sooner waits for the next fetch
+    /// (shared by everyone waiting) rather than being refused, so tokens signed by a key that
+    /// was just rotated in verify after a short delay, and a flood of made-up key ids costs one
+    /// fetch per interval.
     async fn key(&self, kid: &str) -> Result<Arc<DecodingKey>, TokenError> {
-        if let Some(key) = self.cached_key(kid) {
-            return Ok(key);
-        }
-        // One fetch at a time; callers that waited see its result in the cache.
-        let mut last = self.inner.fetch.lock().await;
-        if let Some(key) = self.cached_key(kid) {
-            return Ok(key);
-        }
-        if let Some(previous) = *last
-            && previous.at.elapsed() < self.inner.settings.refetch_interval
-        {
-            return Err(if previous.ok {
-                TokenError::UnknownKey
-            } else {
-                TokenError::KeysUnavailable("the last JWKS fetch failed moments ago".into())
+        let arrived = Instant::now();
+        let interval = self.inner.settings.refetch_interval;
+        loop {
+            if let Some(key) = self.cached_key(kid) {
+                return Ok(key);
+            }
+            let mut last = self.inner.fetch.lock().await;
+            if let Some(key) = self.cached_key(kid) {
+                return Ok(key);
+            }
+            if let Some(previous) = *last {
+                if previous.at >= arrived {
+                    // A fetch made after this call arrived did not know the key.
+                    return Err(if previous.ok {
+                        TokenError::UnknownKey
+                    } else {
+                        TokenError::KeysUnavailable("the JWKS fetch failed".into())
+                    });
+                }
+                let since = previous.at.elapsed();
+                if since < interval {
+                    drop(last);
+                    tokio::time::sleep(interval - since).await;
+                    continue;
+                }
+            }
+            let fetched = self.inner.source.fetch().await;
+            *last = Some(LastFetch {
+                at: Instant::now(),
+                ok: fetched.is_ok(),
             });
+            let keys = decoding_keys(&fetched.map_err(TokenError::KeysUnavailable)?);
+            let found = keys.get(kid).cloned();
+            if let Ok(mut cache) = self.inner.keys.write() {
+                *cache = keys;
+            }
+            return found.ok_or(TokenError::UnknownKey);
         }
-        let fetched = self.inner.source.fetch().await;
-        *last = Some(LastFetch {
-            at: Instant::now(),
-            ok: fetched.is_ok(),
-        });
-        let keys = decoding_keys(&fetched.map_err(TokenError::KeysUnavailable)?);
-        let found = keys.get(kid).cloned();
-        if let Ok(mut cache) = self.inner.keys.write() {
-            *cache = keys;
-        }
-        found.ok_or(TokenError::UnknownKey)
     }
 
     fn cached_key(&self, kid: &str) -> Option<Arc<DecodingKey>> {

@@ -82,11 +82,14 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> Telemetry {
     } else {
         tracing_subscriber::fmt::layer().with_target(false).boxed()
     };
-    let otel_layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("backbone"));
+    // The log filter applies to log lines only: spans (and so trace ids in logs, audit rows and
+    // exported traces) keep flowing when an operator turns logging down to `warn`.
+    let otel_layer = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("backbone"))
+        .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
     let installed = tracing_subscriber::registry()
-        .with(filter)
         .with(otel_layer)
-        .with(fmt_layer)
+        .with(fmt_layer.with_filter(filter))
         .try_init();
     if installed.is_err() {
         // Tests start several services in one process; the first subscriber stays.

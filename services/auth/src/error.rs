@@ -30,6 +30,9 @@ pub enum AuthError {
     /// The session was revoked or has expired.
     #[error("the session has ended; sign in again")]
     SessionEnded,
+    /// The call needs an access token and none was sent.
+    #[error("this call needs an access token: send `authorization: Bearer <token>`")]
+    TokenRequired,
     /// The call needs a signed-in user (not a service account).
     #[error("this call needs a user's access token")]
     UserRequired,
@@ -103,6 +106,7 @@ impl From<AuthError> for Status {
                 reason(&err, Code::Unauthenticated, "REFRESH_TOKEN_REUSED")
             }
             AuthError::SessionEnded => reason(&err, Code::Unauthenticated, "SESSION_ENDED"),
+            AuthError::TokenRequired => reason(&err, Code::Unauthenticated, "TOKEN_REQUIRED"),
             AuthError::UserRequired => reason(&err, Code::PermissionDenied, "USER_REQUIRED"),
             AuthError::UserDisabled => reason(&err, Code::PermissionDenied, "USER_DISABLED"),
             AuthError::InvalidClient => reason(&err, Code::Unauthenticated, "INVALID_CLIENT"),

@@ -88,6 +88,7 @@ impl Caller {
                 user_id: subject.clone(),
                 session_id: session_id.clone(),
             }),
+            None => Err(AuthError::TokenRequired),
             _ => Err(AuthError::UserRequired),
         }
     }
