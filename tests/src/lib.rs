@@ -377,6 +377,31 @@ pub async fn wait_ready(channel: &Channel, service: &str) {
     .await;
 }
 
+/// The grpcurl binary (`GRPCURL`, else `grpcurl` on the PATH); panics with directions if absent.
+pub fn grpcurl() -> String {
+    let path = std::env::var("GRPCURL").unwrap_or_else(|_| "grpcurl".to_owned());
+    let found = Command::new(&path)
+        .arg("-version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "grpcurl not found at {path:?}: run `make grpcurl` (or set GRPCURL)"
+    );
+    path
+}
+
+/// Runs grpcurl with `args`; returns whether it succeeded and its stdout and stderr.
+pub fn run_grpcurl(args: &[&str]) -> (bool, String) {
+    let output = Command::new(grpcurl())
+        .args(args)
+        .output()
+        .expect("run grpcurl");
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
 /// A free loopback port (bound then released; fine for tests on one machine).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -6,40 +6,17 @@
     reason = "end-to-end tests: a failed expectation is a failed test, with its message"
 )]
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
 use backbone_tests::{
     Backend, InProcess, Process, Svc, TestDb, channel, free_port, health, on_both_backends,
-    postgres_admin_url, wait_for_health, wait_ready,
+    postgres_admin_url, run_grpcurl, wait_for_health, wait_ready,
 };
 use tokio_stream::StreamExt as _;
 use tonic::Code;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
-
-fn grpcurl() -> String {
-    let path = std::env::var("GRPCURL").unwrap_or_else(|_| "grpcurl".to_owned());
-    let found = Command::new(&path)
-        .arg("-version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "grpcurl not found at {path:?}: run `make grpcurl` (or set GRPCURL)"
-    );
-    path
-}
-
-fn run_grpcurl(args: &[&str]) -> (bool, String) {
-    let output = Command::new(grpcurl())
-        .args(args)
-        .output()
-        .expect("run grpcurl");
-    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&output.stderr));
-    (output.status.success(), text)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcurl_lists_describes_and_checks_health_of_each_service() {

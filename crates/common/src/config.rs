@@ -28,17 +28,20 @@ where
 
 /// The clap command of `T` with an environment variable on every long flag, for `--help` too.
 pub fn command<T: CommandFactory>(prefix: &str) -> Command {
-    with_env(T::command(), prefix)
+    with_env(T::command(), prefix, true)
 }
 
-fn with_env(command: Command, prefix: &str) -> Command {
+fn with_env(command: Command, prefix: &str, top_level: bool) -> Command {
     command
         .mut_args(|arg| match arg.get_long().map(str::to_owned) {
-            // Global so that `backbone-auth migrate --database-url ...` reads like `serve`.
-            Some(long) if arg.get_env().is_none() => arg.env(env_name(prefix, &long)).global(true),
+            // Top-level flags are global so that `backbone-auth migrate --database-url ...` reads
+            // like `serve`; a subcommand's own flags (`create-admin --email`) stay its own.
+            Some(long) if arg.get_env().is_none() => {
+                arg.env(env_name(prefix, &long)).global(top_level)
+            }
             _ => arg,
         })
-        .mut_subcommands(|sub| with_env(sub, prefix))
+        .mut_subcommands(|sub| with_env(sub, prefix, false))
 }
 
 /// The environment variable that carries `--long` for the service with `prefix`.
