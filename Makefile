@@ -14,7 +14,7 @@ RUN_HOST ?= 127.0.0.1
 export TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 export GRPCURL
 
-.PHONY: help build run test lint fmt tools buf grpcurl postgres
+.PHONY: help build run admin test lint fmt tools buf grpcurl postgres
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -25,6 +25,11 @@ build: ## Build the three service binaries (debug).
 .ONESHELL:
 run: build ## Start auth, catalog and billing on SQLite under $(DATA_DIR); Ctrl-C stops them.
 	@mkdir -p "$(DATA_DIR)"
+	kek="$(DATA_DIR)/auth-dev-kek"
+	if [ ! -s "$$kek" ]; then
+	  (umask 077; head -c 32 /dev/urandom | base64 > "$$kek")
+	  echo "WARNING: generated a DEVELOPMENT key-encryption key in $$kek; production reads AUTH_KEY_ENCRYPTION_KEY_FILE from a Secret."
+	fi
 	pids=(); stopped=
 	stop() {
 	  [ -n "$$stopped" ] && return; stopped=1; trap - INT TERM
@@ -34,8 +39,9 @@ run: build ## Start auth, catalog and billing on SQLite under $(DATA_DIR); Ctrl-
 	trap stop INT TERM
 	for entry in auth:50051 catalog:50052 billing:50053; do
 	  svc=$${entry%%:*}; port=$${entry##*:}
+	  extra=(); [ "$$svc" = auth ] && extra=(--key-encryption-key-file "$$kek" --dev-mode)
 	  ./target/debug/backbone-$$svc --log-format text \
-	    --listen-addr "$(RUN_HOST):$$port" --database-url "sqlite://$(DATA_DIR)/$$svc.db" &
+	    --listen-addr "$(RUN_HOST):$$port" --database-url "sqlite://$(DATA_DIR)/$$svc.db" "$${extra[@]}" &
 	  pids+=($$!)
 	done
 	sleep 1
@@ -46,9 +52,16 @@ run: build ## Start auth, catalog and billing on SQLite under $(DATA_DIR); Ctrl-
 	echo "  billing  $(RUN_HOST):50053  backbone.billing.v1.BillingService"
 	echo "Try:  grpcurl -plaintext $(RUN_HOST):50052 list"
 	echo "      grpcurl -plaintext -d '{\"service\":\"backbone.catalog.v1.CatalogService\"}' $(RUN_HOST):50052 grpc.health.v1.Health/Check"
+	echo "An administrator (password asked on the terminal):"
+	echo "      make admin EMAIL=you@example.com"
 	echo
 	wait -n "$${pids[@]}" || true
 	stop
+
+admin: build ## Create an administrator in the `make run` auth database: make admin EMAIL=you@example.com
+	@test -n "$(EMAIL)" || { echo "usage: make admin EMAIL=you@example.com"; exit 2; }
+	./target/debug/backbone-auth create-admin --email "$(EMAIL)" --log-format text \
+	  --database-url "sqlite://$(DATA_DIR)/auth.db"
 
 test: postgres grpcurl build ## Run every test, on SQLite and on PostgreSQL ($$TEST_DATABASE_URL).
 	$(CARGO) test --workspace --all-targets
