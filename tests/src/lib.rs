@@ -233,6 +233,9 @@ impl Svc {
     }
 }
 
+/// The shutdown future handed to a service's `run`.
+type ShutdownSignal = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// A service running inside the test process on a port-0 listener.
 #[derive(Debug)]
 pub struct InProcess {
@@ -246,48 +249,45 @@ impl InProcess {
     /// Starts `svc` on `database_url` and returns once it listens (readiness may still be
     /// NOT_SERVING while migrations run; see [`wait_ready`]).
     pub async fn start(svc: Svc, database_url: &str) -> Self {
-        init_telemetry();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind port 0");
-        let addr = listener.local_addr().expect("local addr");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let shutdown = async move {
-            let _ = stopped.await;
-        };
-        let task = match svc {
-            Svc::Auth => {
-                let config = auth_support::config(database_url, &[]);
-                tokio::spawn(backbone_auth::run(config, listener, shutdown))
-            }
+        match svc {
+            Svc::Auth => Self::start_auth(database_url, &[]).await,
             Svc::Catalog => {
                 let config = backbone_catalog::config::Config::with_database(database_url);
-                tokio::spawn(backbone_catalog::run(config, listener, shutdown))
+                Self::launch(|listener, shutdown| backbone_catalog::run(config, listener, shutdown))
+                    .await
             }
             Svc::Billing => {
                 let config = backbone_billing::config::Config::with_database(database_url);
-                tokio::spawn(backbone_billing::run(config, listener, shutdown))
+                Self::launch(|listener, shutdown| backbone_billing::run(config, listener, shutdown))
+                    .await
             }
-        };
-        Self {
-            addr,
-            stop: Some(stop),
-            task: Some(task),
         }
     }
 
     /// Starts the auth service with extra flags (`--refresh-reuse-grace 1s`, ...).
     pub async fn start_auth(database_url: &str, extra: &[&str]) -> Self {
+        let config = auth_support::config(database_url, extra);
+        Self::launch(|listener, shutdown| backbone_auth::run(config, listener, shutdown)).await
+    }
+
+    /// Binds a port-0 listener and spawns `run` on it with a shutdown the handle controls.
+    async fn launch<F, Fut>(run: F) -> Self
+    where
+        F: FnOnce(tokio::net::TcpListener, ShutdownSignal) -> Fut,
+        Fut: std::future::Future<Output = Result<(), backbone_common::app::AppError>>
+            + Send
+            + 'static,
+    {
         init_telemetry();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind port 0");
         let addr = listener.local_addr().expect("local addr");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let config = auth_support::config(database_url, extra);
-        let task = tokio::spawn(backbone_auth::run(config, listener, async move {
+        let shutdown: ShutdownSignal = Box::pin(async move {
             let _ = stopped.await;
-        }));
+        });
+        let task = tokio::spawn(run(listener, shutdown));
         Self {
             addr,
             stop: Some(stop),

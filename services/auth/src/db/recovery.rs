@@ -13,7 +13,7 @@ use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
 
 use super::{
     models::{AuditRow, OneTimeTokenRow, OutboxRow},
-    schema::{audit_events, one_time_tokens, outbox, sessions, users},
+    schema::{audit_events, one_time_tokens, outbox, users},
 };
 
 /// Stores a token (and an audit row), in one transaction.
@@ -160,17 +160,8 @@ pub async fn reset_password(
                 ))
                 .execute(tx)
                 .await?;
-            let revoked = diesel::update(
-                sessions::table
-                    .filter(sessions::user_id.eq(user_id))
-                    .filter(sessions::revoked_at.is_null()),
-            )
-            .set((
-                sessions::revoked_at.eq(now),
-                sessions::revoke_reason.eq("password_reset"),
-            ))
-            .execute(tx)
-            .await?;
+            let revoked =
+                super::revoke_user_sessions!(tx, user_id, "", "password_reset", now).await?;
             diesel::insert_into(audit_events::table)
                 .values(audit)
                 .execute(tx)

@@ -183,18 +183,8 @@ pub async fn revoke_others(
 ) -> Result<usize, DbError> {
     Ok(db_run!(conn, |c| {
         c.transaction(async |tx| {
-            let revoked = diesel::update(
-                sessions::table
-                    .filter(sessions::user_id.eq(user_id))
-                    .filter(sessions::id.ne(keep))
-                    .filter(sessions::revoked_at.is_null()),
-            )
-            .set((
-                sessions::revoked_at.eq(now),
-                sessions::revoke_reason.eq("revoked_by_user"),
-            ))
-            .execute(tx)
-            .await?;
+            let revoked =
+                super::revoke_user_sessions!(tx, user_id, keep, "revoked_by_user", now).await?;
             diesel::insert_into(audit_events::table)
                 .values(audit)
                 .execute(tx)

@@ -14,7 +14,7 @@ use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
 
 use super::{
     models::{AuditRow, UserRow},
-    schema::{audit_events, sessions, users},
+    schema::{audit_events, users},
 };
 
 /// Why a new account could not be stored.
@@ -185,18 +185,7 @@ pub async fn set_password(
             if updated == 0 {
                 return Ok(None);
             }
-            let revoked = diesel::update(
-                sessions::table
-                    .filter(sessions::user_id.eq(id))
-                    .filter(sessions::id.ne(keep))
-                    .filter(sessions::revoked_at.is_null()),
-            )
-            .set((
-                sessions::revoked_at.eq(now),
-                sessions::revoke_reason.eq(reason),
-            ))
-            .execute(tx)
-            .await?;
+            let revoked = super::revoke_user_sessions!(tx, id, keep, reason, now).await?;
             diesel::insert_into(audit_events::table)
                 .values(audit)
                 .execute(tx)
@@ -266,17 +255,7 @@ pub async fn disable(
                 .await
                 .optional()?;
             let Some(row) = row else { return Ok(None) };
-            let revoked = diesel::update(
-                sessions::table
-                    .filter(sessions::user_id.eq(id))
-                    .filter(sessions::revoked_at.is_null()),
-            )
-            .set((
-                sessions::revoked_at.eq(now),
-                sessions::revoke_reason.eq("user_disabled"),
-            ))
-            .execute(tx)
-            .await?;
+            let revoked = super::revoke_user_sessions!(tx, id, "", "user_disabled", now).await?;
             diesel::insert_into(audit_events::table)
                 .values(audit)
                 .execute(tx)

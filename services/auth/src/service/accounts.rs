@@ -46,6 +46,31 @@ fn check_sign_up(
     }
 }
 
+/// A new, enabled, unverified account with a password.
+fn new_user_row(
+    email: String,
+    email_normalized: String,
+    display_name: String,
+    password_hash: String,
+    roles: &[Role],
+) -> UserRow {
+    let now = domain::now();
+    UserRow {
+        id: domain::new_id(),
+        email,
+        email_normalized,
+        display_name,
+        password_hash: Some(password_hash),
+        email_verified: false,
+        disabled: false,
+        created_at: now,
+        updated_at: now,
+        roles: user::roles_to_text(roles),
+        disabled_at: None,
+        version: 1,
+    }
+}
+
 /// Hashes on the pool, mapping a full pool to RESOURCE_EXHAUSTED.
 async fn hash(hasher: &PasswordHasher, password: &str) -> Result<String, AuthError> {
     hasher
@@ -70,21 +95,7 @@ impl Auth {
             return Err(AuthError::EmailTaken);
         }
         let password_hash = hash(&self.inner.hasher, password).await?;
-        let now = domain::now();
-        let row = UserRow {
-            id: domain::new_id(),
-            email,
-            email_normalized: normalized,
-            display_name: name,
-            password_hash: Some(password_hash),
-            email_verified: false,
-            disabled: false,
-            created_at: now,
-            updated_at: now,
-            roles: user::roles_to_text(&[Role::Customer]),
-            disabled_at: None,
-            version: 1,
-        };
+        let row = new_user_row(email, normalized, name, password_hash, &[Role::Customer]);
         let audit = caller
             .audit(AuditKind::SignUp, Some(&row.id))
             .actor(Some(&row.id));
@@ -229,21 +240,13 @@ pub async fn create_admin(
     let name = display_name.unwrap_or(&fallback);
     let (email, normalized, name) = check_sign_up(email, password, name)?;
     let password_hash = hash(hasher, password).await?;
-    let now = domain::now();
-    let row = UserRow {
-        id: domain::new_id(),
+    let row = new_user_row(
         email,
-        email_normalized: normalized,
-        display_name: name,
-        password_hash: Some(password_hash),
-        email_verified: false,
-        disabled: false,
-        created_at: now,
-        updated_at: now,
-        roles: user::roles_to_text(&[Role::Customer, Role::Admin]),
-        disabled_at: None,
-        version: 1,
-    };
+        normalized,
+        name,
+        password_hash,
+        &[Role::Customer, Role::Admin],
+    );
     let audit = caller
         .audit(AuditKind::SignUp, Some(&row.id))
         .detail("via", "create-admin");

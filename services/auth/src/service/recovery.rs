@@ -3,10 +3,34 @@
 
 use super::{Auth, Caller, notifier::Message};
 use crate::{
-    db::{self, models::OneTimeTokenRow},
+    db::{
+        self,
+        models::{OneTimeTokenRow, UserRow},
+    },
     domain::{self, audit::AuditKind, password, secrets, user},
     error::AuthError,
 };
+
+/// A new single-use token for `purpose`, sent to the user's current address: the token and the
+/// row that stores its hash.
+fn one_time_token(
+    purpose: &str,
+    user: &UserRow,
+    ttl: std::time::Duration,
+) -> (String, OneTimeTokenRow) {
+    let token = secrets::random_token();
+    let now = domain::now();
+    let row = OneTimeTokenRow {
+        token_hash: secrets::token_hash(&token),
+        purpose: purpose.into(),
+        user_id: user.id.clone(),
+        email: user.email_normalized.clone(),
+        created_at: now,
+        expires_at: domain::after(now, ttl),
+        used_at: None,
+    };
+    (token, row)
+}
 
 impl Auth {
     /// Sends the caller a verification token for their current email address.
@@ -19,17 +43,11 @@ impl Auth {
         if user.email_verified {
             return Ok(());
         }
-        let token = secrets::random_token();
-        let now = domain::now();
-        let row = OneTimeTokenRow {
-            token_hash: secrets::token_hash(&token),
-            purpose: "verify_email".into(),
-            user_id: user.id.clone(),
-            email: user.email_normalized.clone(),
-            created_at: now,
-            expires_at: domain::after(now, self.settings().email_verification_ttl),
-            used_at: None,
-        };
+        let (token, row) = one_time_token(
+            "verify_email",
+            &user,
+            self.settings().email_verification_ttl,
+        );
         db::recovery::issue(&mut conn, &row, None).await?;
         drop(conn);
         let message = Message {
@@ -92,17 +110,8 @@ impl Auth {
         if user.disabled {
             return Ok(());
         }
-        let token = secrets::random_token();
-        let now = domain::now();
-        let row = OneTimeTokenRow {
-            token_hash: secrets::token_hash(&token),
-            purpose: "reset_password".into(),
-            user_id: user.id.clone(),
-            email: user.email_normalized.clone(),
-            created_at: now,
-            expires_at: domain::after(now, self.settings().password_reset_ttl),
-            used_at: None,
-        };
+        let (token, row) =
+            one_time_token("reset_password", &user, self.settings().password_reset_ttl);
         let audit = caller.audit(AuditKind::PasswordResetRequested, Some(&user.id));
         db::recovery::issue(&mut conn, &row, Some(&audit.row())).await?;
         drop(conn);
