@@ -14,7 +14,7 @@ RUN_HOST ?= 127.0.0.1
 export TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 export GRPCURL
 
-.PHONY: help build run admin test lint fmt tools buf grpcurl postgres
+.PHONY: help build run admin test lint fmt tools buf grpcurl oidc postgres
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -63,7 +63,7 @@ admin: build ## Create an administrator in the `make run` auth database: make ad
 	./target/debug/backbone-auth create-admin --email "$(EMAIL)" --log-format text \
 	  --database-url "sqlite://$(DATA_DIR)/auth.db"
 
-test: postgres grpcurl build ## Run every test, on SQLite and on PostgreSQL ($$TEST_DATABASE_URL).
+test: postgres grpcurl oidc build ## Run every test, on SQLite and on PostgreSQL ($$TEST_DATABASE_URL).
 	$(CARGO) test --workspace --all-targets
 
 lint: buf ## rustfmt, clippy (-D warnings), buf lint and buf format.
@@ -81,6 +81,10 @@ tools: buf grpcurl ## Install buf and grpcurl into .tools/ (git-ignored).
 buf: $(BUF)
 $(BUF):
 	npm install --silent --no-audit --no-fund --prefix "$(TOOLS)" @bufbuild/buf@1
+
+oidc: tests/oidc/node_modules/oidc-provider ## Install the OpenID provider the social-login tests run (npm).
+tests/oidc/node_modules/oidc-provider: tests/oidc/package-lock.json
+	npm ci --silent --prefer-offline --no-audit --no-fund --prefix tests/oidc
 
 grpcurl: $(GRPCURL)
 $(GRPCURL):

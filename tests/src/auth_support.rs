@@ -113,6 +113,30 @@ pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The types of the audit events about `subject`, newest first, listed by `admin`.
+pub async fn audit_types(
+    client: &mut AuthClient,
+    admin: &str,
+    subject: &str,
+) -> Vec<pb::AuditEventType> {
+    client
+        .list_audit_events(bearer(
+            pb::ListAuditEventsRequest {
+                page_size: 500,
+                subject_id: subject.into(),
+                ..Default::default()
+            },
+            admin,
+        ))
+        .await
+        .expect("list audit events")
+        .into_inner()
+        .audit_events
+        .iter()
+        .map(|e| e.r#type())
+        .collect()
+}
+
 /// The auth database, migrated and ready, for reading what the service stored.
 pub async fn database(database_url: &str) -> Database {
     let args = DatabaseArgs {

@@ -7,6 +7,7 @@
 )]
 
 pub mod auth_support;
+pub mod oidc_support;
 
 use std::{
     net::SocketAddr,

@@ -15,7 +15,7 @@ use backbone_proto::auth as pb;
 use backbone_tests::{
     InProcess, Svc, TestDb,
     auth_support::{
-        self, AuthClient, PASSWORD, admin, bearer, customer, login, reason, sign_up,
+        self, AuthClient, PASSWORD, admin, audit_types, bearer, customer, login, reason, sign_up,
         violated_fields,
     },
     on_both_backends, wait_ready,
@@ -55,29 +55,6 @@ async fn refresh(client: &mut AuthClient, token: &str) -> Result<pb::TokenPair, 
         })
         .await
         .map(|r| r.into_inner().tokens.expect("tokens"))
-}
-
-async fn audit_types(
-    client: &mut AuthClient,
-    admin: &str,
-    subject: &str,
-) -> Vec<pb::AuditEventType> {
-    client
-        .list_audit_events(bearer(
-            pb::ListAuditEventsRequest {
-                page_size: 500,
-                subject_id: subject.into(),
-                ..Default::default()
-            },
-            admin,
-        ))
-        .await
-        .expect("list audit events")
-        .into_inner()
-        .audit_events
-        .iter()
-        .map(|e| e.r#type())
-        .collect()
 }
 
 on_both_backends! {

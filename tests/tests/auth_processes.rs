@@ -17,7 +17,9 @@ use backbone_proto::auth as pb;
 use backbone_tests::{
     Backend, Process, Svc, TEST_KEY_ENCRYPTION_KEY, TestDb,
     auth_support::{self, AuthClient, PASSWORD, bearer, login, sign_up},
-    binary_path, channel, run_grpcurl, wait_ready,
+    binary_path, channel,
+    oidc_support::{OidcProvider, sign_in_at_provider},
+    run_grpcurl, wait_ready,
 };
 use base64::{
     Engine as _,
@@ -139,10 +141,18 @@ async fn create_admin_and_the_readme_grpcurl_flow() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_scenario_logs_no_secret() {
     let db = TestDb::new(Backend::Sqlite).await;
+    let provider = OidcProvider::start();
     let mut process = Process::start(
         Svc::Auth,
         &db.url,
-        &["--log-filter", "debug", "--refresh-reuse-grace", "0s"],
+        &[
+            "--log-filter",
+            "debug",
+            "--refresh-reuse-grace",
+            "0s",
+            "--oidc-providers",
+            &provider.providers_flag("local"),
+        ],
     );
     let mut client = AuthClient::new(channel(process.addr).await);
     wait_ready(&channel(process.addr).await, Svc::Auth.grpc_name()).await;
@@ -255,6 +265,33 @@ async fn a_full_scenario_logs_no_secret() {
         ("verification token", verification),
         ("reset token", reset),
         ("new password", new_password.into()),
+    ]);
+    // Social sign-up through a real provider.
+    let started = client
+        .start_social_login(pb::StartSocialLoginRequest {
+            provider: "local".into(),
+            intent: pb::SocialLoginIntent::SignIn as i32,
+        })
+        .await
+        .expect("start social login")
+        .into_inner();
+    let callback = sign_in_at_provider(&started.authorization_url, "zoe@example.com").await;
+    let social = client
+        .complete_social_login(pb::CompleteSocialLoginRequest {
+            state: callback.state.clone(),
+            code: callback.code.clone(),
+        })
+        .await
+        .expect("social login")
+        .into_inner()
+        .tokens
+        .expect("tokens");
+    secrets.extend([
+        ("OIDC client secret", provider.client_secret.clone()),
+        ("authorization code", callback.code),
+        ("social-login state", callback.state),
+        ("access token", social.access_token),
+        ("refresh token", social.refresh_token),
     ]);
     let (_, key_der) = auth_support::active_signing_key(&db.url).await;
     let seed = &key_der[key_der.len() - 32..];

@@ -71,28 +71,29 @@ pub fn business(
     Status::with_error_details(code, message, details)
 }
 
-/// UNAVAILABLE with an `ErrorInfo` reason and a `RetryInfo` saying when to try again.
+/// UNAVAILABLE with an `ErrorInfo` reason of the kit's domain and a `RetryInfo` saying when to
+/// try again.
 pub fn unavailable(reason: &str, message: impl Into<String>, retry_after: Duration) -> Status {
-    retryable(Code::Unavailable, reason, message, retry_after)
+    retryable(
+        KIT_ERROR_DOMAIN,
+        Code::Unavailable,
+        reason,
+        message,
+        retry_after,
+    )
 }
 
-/// RESOURCE_EXHAUSTED with an `ErrorInfo` reason and a `RetryInfo` saying when to try again.
-pub fn resource_exhausted(
-    reason: &str,
-    message: impl Into<String>,
-    retry_after: Duration,
-) -> Status {
-    retryable(Code::ResourceExhausted, reason, message, retry_after)
-}
-
-fn retryable(
+/// `code` (UNAVAILABLE, RESOURCE_EXHAUSTED, ...) with an `ErrorInfo { reason, domain }` and a
+/// `RetryInfo` saying when to try again.
+pub fn retryable(
+    domain: &str,
     code: Code,
     reason: &str,
     message: impl Into<String>,
     retry_after: Duration,
 ) -> Status {
     let mut details = ErrorDetails::with_retry_info(Some(retry_after));
-    details.set_error_info(reason, KIT_ERROR_DOMAIN, std::collections::HashMap::new());
+    details.set_error_info(reason, domain, std::collections::HashMap::new());
     Status::with_error_details(code, message, details)
 }
 

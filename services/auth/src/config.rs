@@ -5,7 +5,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use backbone_common::config::{DatabaseArgs, Secret, ServerArgs, TelemetryArgs, TokenArgs};
 use clap::{Args, Parser, Subcommand};
 
-use crate::domain::secrets::Kek;
+use crate::{
+    domain::secrets::Kek,
+    social::{self, Providers},
+};
 
 /// Prefix of every environment variable of this service.
 pub const ENV_PREFIX: &str = "AUTH";
@@ -119,9 +122,23 @@ pub struct AuthArgs {
     /// Longest wait imposed between login attempts; counters reset after this much quiet.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "15m")]
     pub login_max_delay: Duration,
+    /// OpenID Connect providers for social login, a JSON array of objects with `name`,
+    /// `issuer`, `client_id`, `client_secret_file` (or `client_secret`) and `redirect_uri`.
+    /// Empty: social login is off.
+    #[arg(long)]
+    pub oidc_providers: Option<Secret>,
 }
 
 impl AuthArgs {
+    /// The social-login providers (their secret files read); the error never shows a secret.
+    pub fn providers(&self) -> Result<Providers, String> {
+        let configs = match &self.oidc_providers {
+            Some(json) => social::parse_config(json.expose())?,
+            None => Vec::new(),
+        };
+        Providers::new(configs)
+    }
+
     /// The key-encryption key from the file or the variable; the error never shows the key.
     pub fn kek(&self) -> Result<Kek, String> {
         let text = match (&self.key_encryption_key_file, &self.key_encryption_key) {

@@ -8,6 +8,8 @@ use backbone_common::{
 };
 use tonic::{Code, Status};
 
+use crate::social::SocialError;
+
 /// `ErrorInfo.domain` of the auth service's business errors.
 pub const ERROR_DOMAIN: &str = "auth.backbone";
 
@@ -69,6 +71,36 @@ pub enum AuthError {
     /// The password-hashing pool and its queue are full.
     #[error("the service is busy hashing passwords; try again shortly")]
     HashingBusy,
+    /// The account has no password to change (made by social login): use password reset.
+    #[error("this account has no password yet; set one with RequestPasswordReset")]
+    NoPasswordSet,
+    /// A social-login `state` that is unknown, used, expired, or for the other finishing call.
+    #[error("{0}")]
+    InvalidState(&'static str),
+    /// A link flow finished by a different user than the one who started it.
+    #[error("this social-login flow was started by another user")]
+    StateOfAnotherUser,
+    /// Social sign-in found an existing account with the provider's email, not linked to it.
+    #[error(
+        "an account with this email already exists; sign in to it, then link this provider \
+         with StartSocialLogin (intent LINK) and LinkSocialIdentity"
+    )]
+    AccountExistsLinkRequired {
+        /// The provider.
+        provider: String,
+    },
+    /// The provider did not share an email address, which a new account needs.
+    #[error("the provider did not share an email address; allow the email scope and try again")]
+    ProviderEmailMissing,
+    /// The provider does not vouch for the email address, so no account is made with it.
+    #[error("the provider has not verified this email address")]
+    ProviderEmailUnverified,
+    /// The provider identity is linked to another account.
+    #[error("this provider identity is already linked to another account")]
+    IdentityLinkedElsewhere,
+    /// A step with the OpenID Connect provider failed.
+    #[error(transparent)]
+    Social(#[from] SocialError),
     /// The database failed; unreachable becomes UNAVAILABLE with RetryInfo, the rest INTERNAL.
     #[error(transparent)]
     Database(#[from] DbError),
@@ -120,7 +152,9 @@ impl From<AuthError> for Status {
                 [("current_etag".to_owned(), current.clone())],
             ),
             AuthError::SelfLockout(_) => reason(&err, Code::FailedPrecondition, "SELF_LOCKOUT"),
-            AuthError::LoginThrottled { retry_after } => error::resource_exhausted(
+            AuthError::LoginThrottled { retry_after } => error::retryable(
+                ERROR_DOMAIN,
+                Code::ResourceExhausted,
                 "LOGIN_THROTTLED",
                 err.to_string(),
                 // Whole seconds, rounded up, so a client that waits exactly this long gets in.
@@ -128,11 +162,60 @@ impl From<AuthError> for Status {
                     retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0),
                 ),
             ),
-            AuthError::HashingBusy => error::resource_exhausted(
+            AuthError::HashingBusy => error::retryable(
+                ERROR_DOMAIN,
+                Code::ResourceExhausted,
                 "PASSWORD_HASHING_BUSY",
                 err.to_string(),
                 Duration::from_secs(1),
             ),
+            AuthError::NoPasswordSet => reason(&err, Code::FailedPrecondition, "NO_PASSWORD_SET"),
+            AuthError::InvalidState(_) => error::business(
+                ERROR_DOMAIN,
+                Code::InvalidArgument,
+                "INVALID_STATE",
+                err.to_string(),
+                [("field".to_owned(), "state".to_owned())],
+            ),
+            AuthError::StateOfAnotherUser => {
+                reason(&err, Code::PermissionDenied, "STATE_OF_ANOTHER_USER")
+            }
+            AuthError::AccountExistsLinkRequired { provider } => error::business(
+                ERROR_DOMAIN,
+                Code::FailedPrecondition,
+                "ACCOUNT_EXISTS_LINK_REQUIRED",
+                err.to_string(),
+                [("provider".to_owned(), provider.clone())],
+            ),
+            AuthError::ProviderEmailMissing => {
+                reason(&err, Code::FailedPrecondition, "PROVIDER_EMAIL_MISSING")
+            }
+            AuthError::ProviderEmailUnverified => {
+                reason(&err, Code::FailedPrecondition, "PROVIDER_EMAIL_UNVERIFIED")
+            }
+            AuthError::IdentityLinkedElsewhere => {
+                reason(&err, Code::AlreadyExists, "IDENTITY_ALREADY_LINKED")
+            }
+            AuthError::Social(social) => match social {
+                SocialError::UnknownProvider => reason(&err, Code::NotFound, "PROVIDER_NOT_FOUND"),
+                SocialError::Unavailable(_) => error::retryable(
+                    ERROR_DOMAIN,
+                    Code::Unavailable,
+                    "PROVIDER_UNAVAILABLE",
+                    err.to_string(),
+                    Duration::from_secs(5),
+                ),
+                SocialError::CodeRejected(_) => error::business(
+                    ERROR_DOMAIN,
+                    Code::InvalidArgument,
+                    "CODE_REJECTED",
+                    err.to_string(),
+                    [("field".to_owned(), "code".to_owned())],
+                ),
+                SocialError::InvalidIdToken(_) => {
+                    reason(&err, Code::Unauthenticated, "INVALID_ID_TOKEN")
+                }
+            },
             AuthError::Database(db) => Status::from(db),
             AuthError::Internal(_) => error::internal(&err),
         }

@@ -8,6 +8,7 @@ pub mod error;
 pub mod grpc;
 pub mod keys;
 pub mod service;
+pub mod social;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -93,6 +94,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
     let kek = config.auth.kek().map_err(AppError::Config)?;
+    let providers = config.auth.providers().map_err(AppError::Config)?;
     if config.auth.dev_mode {
         tracing::warn!(
             "development mode: outgoing messages are logged with their tokens; never run this in production"
@@ -112,6 +114,7 @@ pub async fn run(
         keys.clone(),
         hasher(&config),
         notifier,
+        providers,
         settings(&config),
     );
     let verifier = TokenVerifier::new(config.token.verifier_settings(), LocalJwks(keys));

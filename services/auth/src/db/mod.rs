@@ -29,6 +29,7 @@ pub mod recovery;
 pub mod schema;
 pub mod service_accounts;
 pub mod sessions;
+pub mod social;
 pub mod throttle;
 pub mod users;
 

@@ -5,11 +5,11 @@ use diesel::prelude::*;
 
 use super::schema::{
     audit_events, one_time_tokens, outbox, refresh_tokens, service_accounts, sessions,
-    signing_keys, users,
+    signing_keys, social_identities, social_login_states, users,
 };
 use crate::domain::{
     audit::{AuditEvent, AuditKind},
-    user::{User, roles_from_text},
+    user::{SocialIdentity, User, roles_from_text},
 };
 
 /// A `users` row.
@@ -44,6 +44,7 @@ impl From<UserRow> for User {
             updated_at: row.updated_at,
             disabled_at: row.disabled_at,
             version: row.version,
+            social_identities: Vec::new(),
         }
     }
 }
@@ -169,4 +170,40 @@ impl AuditRow {
             created_at: self.created_at,
         })
     }
+}
+
+/// A `social_identities` row.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = social_identities)]
+pub struct SocialIdentityRow {
+    pub provider: String,
+    pub subject: String,
+    pub user_id: String,
+    pub email: String,
+    pub linked_at: NaiveDateTime,
+}
+
+impl From<SocialIdentityRow> for SocialIdentity {
+    fn from(row: SocialIdentityRow) -> Self {
+        SocialIdentity {
+            provider: row.provider,
+            subject: row.subject,
+            email: row.email,
+            linked_at: row.linked_at,
+        }
+    }
+}
+
+/// A `social_login_states` row.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = social_login_states)]
+pub struct SocialLoginStateRow {
+    pub state_hash: String,
+    pub provider: String,
+    pub intent: String,
+    pub user_id: Option<String>,
+    pub secrets_sealed: String,
+    pub created_at: NaiveDateTime,
+    pub expires_at: NaiveDateTime,
+    pub used_at: Option<NaiveDateTime>,
 }

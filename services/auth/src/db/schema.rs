@@ -114,6 +114,7 @@ diesel::table! {
 diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(refresh_tokens -> sessions (session_id));
 diesel::joinable!(one_time_tokens -> users (user_id));
+diesel::joinable!(social_identities -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     users,
@@ -125,4 +126,29 @@ diesel::allow_tables_to_appear_in_same_query!(
     one_time_tokens,
     outbox,
     audit_events,
+    social_identities,
+    social_login_states,
 );
+
+diesel::table! {
+    social_identities (provider, subject) {
+        provider -> Text,
+        subject -> Text,
+        user_id -> Text,
+        email -> Text,
+        linked_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    social_login_states (state_hash) {
+        state_hash -> Text,
+        provider -> Text,
+        intent -> Text,
+        user_id -> Nullable<Text>,
+        secrets_sealed -> Text,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+        used_at -> Nullable<Timestamp>,
+    }
+}

@@ -34,6 +34,21 @@ pub struct User {
     pub disabled_at: Option<NaiveDateTime>,
     /// Bumped on every change; the etag.
     pub version: i64,
+    /// Linked identities at social-login providers (filled where the API shows them).
+    pub social_identities: Vec<SocialIdentity>,
+}
+
+/// An identity at an OpenID Connect provider linked to an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocialIdentity {
+    /// The configured provider name.
+    pub provider: String,
+    /// The provider's `sub`.
+    pub subject: String,
+    /// The email the provider reported when linking.
+    pub email: String,
+    /// When it was linked (UTC).
+    pub linked_at: NaiveDateTime,
 }
 
 impl User {
@@ -89,6 +104,21 @@ pub fn check_display_name(name: &str) -> Result<String, &'static str> {
         return Err("must not contain control characters");
     }
     Ok(name.to_owned())
+}
+
+/// A display name for an account made by social sign-up: the provider's name claim cleaned up
+/// (control characters dropped, at most 200 characters), or else the email's local part.
+pub fn display_name_from(name: Option<&str>, email: &str) -> String {
+    let cleaned: String = name
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_DISPLAY_NAME_CHARS)
+        .collect();
+    match check_display_name(&cleaned) {
+        Ok(name) => name,
+        Err(_) => email.split('@').next().unwrap_or(email).to_owned(),
+    }
 }
 
 /// Roles as stored: sorted names joined by commas.

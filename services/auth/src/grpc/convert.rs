@@ -56,7 +56,16 @@ pub fn user(user: User) -> pb::User {
         roles: user.roles.into_iter().map(|r| role(r) as i32).collect(),
         disabled: user.disabled,
         has_password: user.has_password,
-        social_identities: Vec::new(),
+        social_identities: user
+            .social_identities
+            .into_iter()
+            .map(|identity| pb::SocialIdentity {
+                provider: identity.provider,
+                subject: identity.subject,
+                email: identity.email,
+                link_time: Some(timestamp(identity.linked_at)),
+            })
+            .collect(),
         create_time: Some(timestamp(user.created_at)),
         update_time: Some(timestamp(user.updated_at)),
         disable_time: user.disabled_at.map(timestamp),

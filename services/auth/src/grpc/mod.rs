@@ -1,6 +1,5 @@
 //! gRPC handlers of `backbone.auth.v1.AuthService`: decode, check the caller's role, call the
-//! use case, encode. Social login (StartSocialLogin, CompleteSocialLogin, LinkSocialIdentity)
-//! is not implemented yet and answers UNIMPLEMENTED through the generated default stubs.
+//! use case, encode.
 
 pub mod convert;
 
@@ -14,7 +13,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     db::audit::AuditFilter,
     error::AuthError,
-    service::{Auth, Caller},
+    service::{Auth, Caller, social::Intent},
 };
 
 /// The handlers' shared state.
@@ -92,6 +91,62 @@ impl AuthService for AuthApi {
             .await?;
         ok(pb::RefreshSessionResponse {
             tokens: Some(convert::tokens(tokens)),
+        })
+    }
+
+    async fn start_social_login(
+        &self,
+        request: Request<pb::StartSocialLoginRequest>,
+    ) -> Answer<pb::StartSocialLoginResponse> {
+        let caller = caller(&request);
+        let r = request.into_inner();
+        let intent = match pb::SocialLoginIntent::try_from(r.intent) {
+            Ok(pb::SocialLoginIntent::Unspecified | pb::SocialLoginIntent::SignIn) => {
+                Intent::SignIn
+            }
+            Ok(pb::SocialLoginIntent::Link) => Intent::Link,
+            Err(_) => return Err(AuthError::field("intent", "is not a known intent").into()),
+        };
+        let started = self
+            .auth
+            .start_social_login(&caller, &r.provider, intent)
+            .await?;
+        ok(pb::StartSocialLoginResponse {
+            authorization_url: started.authorization_url,
+            state: started.state,
+            expire_time: Some(convert::timestamp(started.expires_at)),
+        })
+    }
+
+    async fn complete_social_login(
+        &self,
+        request: Request<pb::CompleteSocialLoginRequest>,
+    ) -> Answer<pb::CompleteSocialLoginResponse> {
+        let caller = caller(&request);
+        let r = request.into_inner();
+        let done = self
+            .auth
+            .complete_social_login(&caller, &r.state, &r.code)
+            .await?;
+        ok(pb::CompleteSocialLoginResponse {
+            tokens: Some(convert::tokens(done.tokens)),
+            user: Some(convert::user(done.user)),
+            user_created: done.created,
+        })
+    }
+
+    async fn link_social_identity(
+        &self,
+        request: Request<pb::LinkSocialIdentityRequest>,
+    ) -> Answer<pb::LinkSocialIdentityResponse> {
+        let caller = caller(&request);
+        let r = request.into_inner();
+        let user = self
+            .auth
+            .link_social_identity(&caller, &r.state, &r.code)
+            .await?;
+        ok(pb::LinkSocialIdentityResponse {
+            user: Some(convert::user(user)),
         })
     }
 

@@ -46,22 +46,24 @@ fn check_sign_up(
     }
 }
 
-/// A new, enabled, unverified account with a password.
-fn new_user_row(
+/// A new, enabled account: with a password and an unverified email, or (social sign-up) without
+/// a password and with the email the provider verified.
+pub(super) fn new_user_row(
     email: String,
     email_normalized: String,
     display_name: String,
-    password_hash: String,
+    password_hash: Option<String>,
     roles: &[Role],
 ) -> UserRow {
+    let email_verified = password_hash.is_none();
     let now = domain::now();
     UserRow {
         id: domain::new_id(),
         email,
         email_normalized,
         display_name,
-        password_hash: Some(password_hash),
-        email_verified: false,
+        password_hash,
+        email_verified,
         disabled: false,
         created_at: now,
         updated_at: now,
@@ -95,7 +97,13 @@ impl Auth {
             return Err(AuthError::EmailTaken);
         }
         let password_hash = hash(&self.inner.hasher, password).await?;
-        let row = new_user_row(email, normalized, name, password_hash, &[Role::Customer]);
+        let row = new_user_row(
+            email,
+            normalized,
+            name,
+            Some(password_hash),
+            &[Role::Customer],
+        );
         let audit = caller
             .audit(AuditKind::SignUp, Some(&row.id))
             .actor(Some(&row.id));
@@ -115,10 +123,10 @@ impl Auth {
     /// A user by id.
     pub async fn user(&self, id: &str) -> Result<User, AuthError> {
         let mut conn = self.conn().await?;
-        db::users::by_id(&mut conn, id)
+        let row = db::users::by_id(&mut conn, id)
             .await?
-            .map(User::from)
-            .ok_or(AuthError::NotFound { what: "user" })
+            .ok_or(AuthError::NotFound { what: "user" })?;
+        self.present_one(&mut conn, row).await
     }
 
     /// Changes the caller's display name; `etag`, when given, must be current.
@@ -147,7 +155,7 @@ impl Auth {
         match db::users::set_display_name(&mut conn, &me.user_id, &name, expected, domain::now())
             .await?
         {
-            Some(row) => Ok(row.into()),
+            Some(row) => self.present_one(&mut conn, row).await,
             None => {
                 let now = self.user(&me.user_id).await?;
                 Err(AuthError::EtagMismatch {
@@ -166,13 +174,16 @@ impl Auth {
         new_password: &str,
     ) -> Result<usize, AuthError> {
         let me = caller.user()?;
-        if current_password.is_empty() {
-            return Err(AuthError::field("current_password", "is required"));
-        }
         let mut conn = self.conn().await?;
         let row = db::users::by_id(&mut conn, &me.user_id)
             .await?
             .ok_or(AuthError::NotFound { what: "user" })?;
+        if row.password_hash.is_none() {
+            return Err(AuthError::NoPasswordSet);
+        }
+        if current_password.is_empty() {
+            return Err(AuthError::field("current_password", "is required"));
+        }
         let context = [row.email.as_str(), row.display_name.as_str()];
         if let Some(reason) = password::weakness(new_password, &context) {
             return Err(AuthError::field("new_password", reason));
@@ -244,7 +255,7 @@ pub async fn create_admin(
         email,
         normalized,
         name,
-        password_hash,
+        Some(password_hash),
         &[Role::Customer, Role::Admin],
     );
     let audit = caller

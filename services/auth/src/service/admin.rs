@@ -71,7 +71,7 @@ impl Auth {
         let mut conn = self.conn().await?;
         let mut rows = db::users::list(&mut conn, &prefix, after.as_deref(), size + 1).await?;
         let next = next_token(&mut rows, size, &query, |row| row.id.clone());
-        Ok((rows.into_iter().map(User::from).collect(), next))
+        Ok((self.present(&mut conn, rows).await?, next))
     }
 
     /// Replaces a user's roles. Users hold `customer` and/or `admin`; `service` belongs to
@@ -108,10 +108,10 @@ impl Auth {
             .audit(AuditKind::RolesChanged, Some(user_id))
             .detail("roles", text.clone());
         let mut conn = self.conn().await?;
-        db::users::set_roles(&mut conn, user_id, &text, domain::now(), &audit.row())
+        let row = db::users::set_roles(&mut conn, user_id, &text, domain::now(), &audit.row())
             .await?
-            .map(User::from)
-            .ok_or(AuthError::NotFound { what: "user" })
+            .ok_or(AuthError::NotFound { what: "user" })?;
+        self.present_one(&mut conn, row).await
     }
 
     /// Disables a user: login is refused and every session is revoked at once.
@@ -139,7 +139,7 @@ impl Auth {
         let (row, revoked) = db::users::disable(&mut conn, user_id, domain::now(), &audit.row())
             .await?
             .ok_or(AuthError::NotFound { what: "user" })?;
-        Ok((row.into(), revoked))
+        Ok((self.present_one(&mut conn, row).await?, revoked))
     }
 
     /// Creates a service account; returns it with its secret, which is never shown again.

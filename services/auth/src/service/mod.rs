@@ -6,6 +6,7 @@ pub mod admin;
 pub mod notifier;
 pub mod recovery;
 pub mod sessions;
+pub mod social;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -16,16 +17,18 @@ use backbone_common::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    db::models::AuditRow,
+    db::models::{AuditRow, UserRow},
     domain::{
         self,
         audit::{AuditEvent, AuditKind},
         password::PasswordHasher,
         throttle::ThrottlePolicy,
+        user::{SocialIdentity, User},
     },
     error::AuthError,
     keys::KeyStore,
     service::notifier::Notifier,
+    social::Providers,
 };
 
 /// The settings the use cases follow (from [`crate::config`]).
@@ -159,6 +162,7 @@ struct Inner {
     keys: KeyStore,
     hasher: PasswordHasher,
     notifier: Arc<dyn Notifier>,
+    providers: Providers,
     settings: Settings,
 }
 
@@ -183,6 +187,7 @@ impl Auth {
         keys: KeyStore,
         hasher: PasswordHasher,
         notifier: Arc<dyn Notifier>,
+        providers: Providers,
         settings: Settings,
     ) -> Self {
         Self {
@@ -191,6 +196,7 @@ impl Auth {
                 keys,
                 hasher,
                 notifier,
+                providers,
                 settings,
             }),
         }
@@ -202,6 +208,29 @@ impl Auth {
 
     async fn conn(&self) -> Result<DbConn, AuthError> {
         Ok(self.inner.database.conn().await?)
+    }
+
+    /// Accounts as the API shows them: with their linked social identities (one query for all).
+    async fn present(&self, conn: &mut DbConn, rows: Vec<UserRow>) -> Result<Vec<User>, AuthError> {
+        let ids: Vec<String> = rows.iter().map(|row| row.id.clone()).collect();
+        let mut identities = crate::db::social::identities_of(conn, &ids).await?;
+        let mut users: Vec<User> = rows.into_iter().map(User::from).collect();
+        for user in &mut users {
+            let (mine, rest) = identities
+                .into_iter()
+                .partition(|identity| identity.user_id == user.id);
+            identities = rest;
+            user.social_identities = mine.into_iter().map(SocialIdentity::from).collect();
+        }
+        Ok(users)
+    }
+
+    /// One account as the API shows it.
+    async fn present_one(&self, conn: &mut DbConn, row: UserRow) -> Result<User, AuthError> {
+        let mut users = self.present(conn, vec![row]).await?;
+        users
+            .pop()
+            .ok_or_else(|| AuthError::Internal("presenting a user lost it".into()))
     }
 
     /// Signs an access token for `subject` with `roles`.

@@ -161,20 +161,7 @@ impl Auth {
                 .map_err(|_| AuthError::HashingBusy)?;
             db::users::upgrade_hash(&mut conn, &user.id, old, &new_hash).await?;
         }
-        let now = domain::now();
-        let session = SessionRow {
-            id: domain::new_id(),
-            user_id: user.id.clone(),
-            user_agent: caller.user_agent.chars().take(MAX_USER_AGENT).collect(),
-            client_address: caller.client_address.clone(),
-            created_at: now,
-            last_used_at: now,
-            expires_at: domain::after(now, self.settings().refresh_token_ttl),
-            revoked_at: None,
-            revoke_reason: None,
-        };
-        let tokens = self.new_tokens(&user, &session.id, now).await?;
-        let refresh = self.refresh_row(&tokens, now);
+        let (session, tokens, refresh) = self.new_session(caller, &user).await?;
         let audit = caller
             .audit(AuditKind::LoginSucceeded, Some(&user.id))
             .actor(Some(&user.id))
@@ -187,7 +174,31 @@ impl Auth {
             Some(&account_key),
         )
         .await?;
-        Ok((tokens, user.into()))
+        Ok((tokens, self.present_one(&mut conn, user).await?))
+    }
+
+    /// A new session of `user` on the caller's device, its tokens and its first refresh-token
+    /// row, ready to store.
+    pub(super) async fn new_session(
+        &self,
+        caller: &Caller,
+        user: &UserRow,
+    ) -> Result<(SessionRow, Tokens, RefreshTokenRow), AuthError> {
+        let now = domain::now();
+        let session = SessionRow {
+            id: domain::new_id(),
+            user_id: user.id.clone(),
+            user_agent: caller.user_agent.chars().take(MAX_USER_AGENT).collect(),
+            client_address: caller.client_address.clone(),
+            created_at: now,
+            last_used_at: now,
+            expires_at: domain::after(now, self.settings().refresh_token_ttl),
+            revoked_at: None,
+            revoke_reason: None,
+        };
+        let tokens = self.new_tokens(user, &session.id, now).await?;
+        let refresh = self.refresh_row(&tokens, now);
+        Ok((session, tokens, refresh))
     }
 
     /// A fresh access and refresh token for `user` in `session_id`.

@@ -1,0 +1,2 @@
+DROP TABLE social_login_states;
+DROP TABLE social_identities;
