@@ -7,6 +7,7 @@
 )]
 
 pub mod auth_support;
+pub mod catalog_support;
 pub mod oidc_support;
 
 use std::{
@@ -235,7 +236,8 @@ impl Svc {
 }
 
 /// The shutdown future handed to a service's `run`.
-type ShutdownSignal = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+/// The shutdown future handed to an in-process service.
+pub type ShutdownSignal = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// A service running inside the test process on a port-0 listener.
 #[derive(Debug)]
@@ -272,7 +274,7 @@ impl InProcess {
     }
 
     /// Binds a port-0 listener and spawns `run` on it with a shutdown the handle controls.
-    async fn launch<F, Fut>(run: F) -> Self
+    pub async fn launch<F, Fut>(run: F) -> Self
     where
         F: FnOnce(tokio::net::TcpListener, ShutdownSignal) -> Fut,
         Fut: std::future::Future<Output = Result<(), backbone_common::app::AppError>>

@@ -71,15 +71,15 @@ async fn grpcurl_lists_describes_and_checks_health_of_each_service() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcurl_sees_unimplemented() {
     let db = TestDb::new(Backend::Sqlite).await;
-    let process = Process::start(Svc::Catalog, &db.url, &[]);
+    let process = Process::start(Svc::Billing, &db.url, &[]);
     let addr = process.addr.to_string();
-    wait_ready(&channel(process.addr).await, Svc::Catalog.grpc_name()).await;
+    wait_ready(&channel(process.addr).await, Svc::Billing.grpc_name()).await;
     let (ok, answer) = run_grpcurl(&[
         "-plaintext",
         "-d",
-        "{\"product_id\":\"p1\"}",
+        "{}",
         &addr,
-        "backbone.catalog.v1.CatalogService/GetProduct",
+        "backbone.billing.v1.BillingService/GetCart",
     ]);
     assert!(!ok, "{answer}");
     assert!(answer.contains("Unimplemented"), "{answer}");
@@ -256,8 +256,8 @@ async fn unreachable_postgres_keeps_the_service_up_and_it_recovers() {
     let status = client
         .get_product(backbone_proto::catalog::GetProductRequest::default())
         .await
-        .expect_err("not built yet");
-    assert_eq!(status.code(), Code::Unimplemented, "the gate opened");
+        .expect_err("no product id");
+    assert_eq!(status.code(), Code::InvalidArgument, "the gate opened");
 
     // It goes away later: readiness follows, liveness does not; and it recovers again.
     outage.cut();

@@ -127,13 +127,13 @@ on_both_backends! {
 on_both_backends! {
     async fn unbuilt_rpcs_are_unimplemented(backend: Backend) {
         let db = TestDb::new(backend).await;
-        let server = InProcess::start(Svc::Catalog, &db.url).await;
+        let server = InProcess::start(Svc::Billing, &db.url).await;
         let channel = server.channel().await;
-        wait_ready(&channel, Svc::Catalog.grpc_name()).await;
+        wait_ready(&channel, Svc::Billing.grpc_name()).await;
         let mut client =
-            backbone_proto::catalog::catalog_service_client::CatalogServiceClient::new(channel.clone());
+            backbone_proto::billing::billing_service_client::BillingServiceClient::new(channel.clone());
         let status = client
-            .get_product(backbone_proto::catalog::GetProductRequest::default())
+            .get_cart(backbone_proto::billing::GetCartRequest::default())
             .await
             .expect_err("not built yet");
         assert_eq!(status.code(), Code::Unimplemented);

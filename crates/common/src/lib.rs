@@ -7,6 +7,7 @@ pub mod client;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod money;
 pub mod page;
 pub mod serve;
 pub mod telemetry;

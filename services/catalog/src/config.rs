@@ -1,8 +1,8 @@
 //! Command line and environment of `backbone-catalog`: every flag is also a `CATALOG_*` variable.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
-use backbone_common::config::{DatabaseArgs, Secret, ServerArgs, TelemetryArgs};
+use backbone_common::config::{DatabaseArgs, Secret, ServerArgs, TelemetryArgs, TokenArgs};
 use clap::{Args, Parser, Subcommand};
 
 /// Prefix of every environment variable of this service.
@@ -41,6 +41,22 @@ pub struct Config {
     /// Database: `postgres://user:pass@host:5432/db`, `sqlite://PATH` or a file path.
     #[arg(long, default_value = "sqlite://.data/catalog.db")]
     pub database_url: Secret,
+    /// The auth service, whose GetJwks gives the keys that verify access tokens.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    pub auth_url: String,
+    /// How long GetProduct and BatchGetProducts may serve a cached product: the most another
+    /// replica's write can stay unseen here (this replica's own writes evict at once).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    pub product_cache_ttl: Duration,
+    /// Most products kept in the cache.
+    #[arg(long, default_value_t = 100_000)]
+    pub product_cache_capacity: u64,
+    /// How often the sweeper releases expired reservations.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    pub reservation_sweep_interval: Duration,
+    #[command(flatten)]
+    #[allow(missing_docs, reason = "clap flattens the documented fields")]
+    pub token: TokenArgs,
     #[command(flatten)]
     #[allow(missing_docs, reason = "clap flattens the documented fields")]
     pub db: DatabaseArgs,

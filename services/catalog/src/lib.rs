@@ -3,13 +3,17 @@
 
 pub mod config;
 pub mod db;
+pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod service;
 
-use std::future::Future;
+use std::{future::Future, time::Duration};
 
 use backbone_common::{
     app::{self, AppError},
+    auth::{GrpcJwks, TokenVerifier},
+    client::lazy_channel,
     db::{Database, Migrations},
 };
 use backbone_proto::catalog::catalog_service_server::CatalogServiceServer;
@@ -17,7 +21,10 @@ use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use tokio::net::TcpListener;
 use tonic::{server::NamedService, service::Routes};
 
-use crate::config::Config;
+use crate::{
+    config::Config,
+    service::{Catalog, Settings},
+};
 
 static POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 static SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -47,19 +54,44 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
     let database = database(&config)?;
-    let routes = Routes::new(CatalogServiceServer::new(grpc::CatalogApi::new(
+    let channel = lazy_channel(&config.auth_url)
+        .map_err(|err| AppError::Config(format!("--auth-url: {err}")))?;
+    let verifier = TokenVerifier::new(config.token.verifier_settings(), GrpcJwks::new(channel));
+    let catalog = Catalog::new(
         database.clone(),
+        &Settings {
+            product_cache_ttl: config.product_cache_ttl,
+            product_cache_capacity: config.product_cache_capacity,
+        },
+    );
+    let sweeper = AbortOnDrop(tokio::spawn(service::sweeper::run(
+        catalog.clone(),
+        config
+            .reservation_sweep_interval
+            .max(Duration::from_millis(50)),
     )));
-    app::serve_with_database(
+    let routes = Routes::new(CatalogServiceServer::new(grpc::CatalogApi::new(catalog)));
+    let served = app::serve_with_database(
         listener,
         routes,
         vec![SERVICE_NAME],
         database,
         config.server,
-        None,
+        Some(verifier),
         shutdown,
     )
-    .await
+    .await;
+    drop(sweeper);
+    served
+}
+
+/// Aborts a background task when the service stops.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The `migrate` subcommand.

@@ -1,3 +1,19 @@
-//! The catalog service's storage: its Diesel schema and, as handlers land, its queries.
+//! The catalog service's storage: its Diesel schema, row types, and one function per unit of
+//! work (a single statement or one transaction), written once for both backends with `db_run!`.
 
+pub mod categories;
+pub mod models;
+pub mod products;
+pub mod reservations;
 pub mod schema;
+pub mod stock;
+
+use diesel::result::{DatabaseErrorKind, Error};
+
+/// True if `err` is a unique-constraint violation.
+pub fn is_unique_violation(err: &Error) -> bool {
+    matches!(
+        err,
+        Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _)
+    )
+}

@@ -1,0 +1,14 @@
+DROP TABLE reservation_items;
+DROP TABLE reservations;
+DROP TABLE stock_adjustment_requests;
+DROP TABLE stock_movements;
+DROP TABLE stock;
+DROP TABLE product_categories;
+DROP TABLE categories;
+DROP INDEX products_by_status_created;
+DROP INDEX products_by_title;
+DROP INDEX products_by_price;
+DROP INDEX products_by_created;
+ALTER TABLE products DROP COLUMN search_text;
+ALTER TABLE products DROP COLUMN image_urls;
+ALTER TABLE products DROP COLUMN attributes;

@@ -1,0 +1,453 @@
+//! Products and their category links: create, read, update, and keyset-paged listing with
+//! filters. A product is created with its (empty) stock row in the same transaction.
+
+use std::collections::HashMap;
+
+use backbone_common::{
+    db::{DbConn, DbError},
+    db_run,
+};
+use chrono::NaiveDateTime;
+use diesel::{
+    BoolExpressionMethods as _, EscapeExpressionMethods as _, ExpressionMethods as _,
+    OptionalExtension as _, QueryDsl as _, SelectableHelper as _, TextExpressionMethods as _,
+};
+use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    is_unique_violation,
+    models::{ProductRow, StockRow},
+    schema::{categories, product_categories, products, stock},
+};
+use crate::domain::product::ProductOrder;
+
+/// Why a product write failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// Another product has the SKU.
+    #[error("SKU taken")]
+    SkuTaken,
+    /// Some category ids do not exist.
+    #[error("unknown categories")]
+    UnknownCategories(Vec<String>),
+    /// The product does not exist.
+    #[error("not found")]
+    NotFound,
+    /// The caller's version is stale; the current one is given.
+    #[error("stale")]
+    Stale(i64),
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// Inside a write transaction: the transaction's error, carrying ours.
+enum TxError {
+    Ours(WriteError),
+    Diesel(diesel::result::Error),
+}
+
+impl From<diesel::result::Error> for TxError {
+    fn from(err: diesel::result::Error) -> Self {
+        TxError::Diesel(err)
+    }
+}
+
+fn write_result<T>(result: Result<T, TxError>) -> Result<T, WriteError> {
+    match result {
+        Ok(value) => Ok(value),
+        Err(TxError::Ours(err)) => Err(err),
+        Err(TxError::Diesel(err)) if is_unique_violation(&err) => Err(WriteError::SkuTaken),
+        Err(TxError::Diesel(err)) => Err(WriteError::Db(err.into())),
+    }
+}
+
+/// The ids among `ids` that name no category; evaluates to the future of that list. A macro
+/// because it runs inside either backend's transaction.
+macro_rules! missing_categories {
+    ($tx:expr, $ids:expr) => {
+        async {
+            let ids: &[String] = $ids;
+            if ids.is_empty() {
+                return Ok::<Vec<String>, diesel::result::Error>(Vec::new());
+            }
+            let found: Vec<String> = categories::table
+                .filter(categories::id.eq_any(ids))
+                .select(categories::id)
+                .load($tx)
+                .await?;
+            Ok(ids
+                .iter()
+                .filter(|id| !found.contains(id))
+                .cloned()
+                .collect())
+        }
+    };
+}
+
+/// Stores a new product, its category links and its empty stock row.
+pub async fn create(
+    conn: &mut DbConn,
+    product: &ProductRow,
+    category_ids: &[String],
+) -> Result<(), WriteError> {
+    let links: Vec<_> = category_ids
+        .iter()
+        .map(|c| {
+            (
+                product_categories::product_id.eq(product.id.clone()),
+                product_categories::category_id.eq(c.clone()),
+            )
+        })
+        .collect();
+    let empty = StockRow {
+        product_id: product.id.clone(),
+        on_hand: 0,
+        reserved: 0,
+        updated_at: None,
+    };
+    write_result(db_run!(conn, |c| {
+        c.transaction(async |tx| {
+            diesel::insert_into(products::table)
+                .values(product)
+                .execute(tx)
+                .await?;
+            let missing = missing_categories!(tx, category_ids).await?;
+            if !missing.is_empty() {
+                return Err(TxError::Ours(WriteError::UnknownCategories(missing)));
+            }
+            for link in &links {
+                diesel::insert_into(product_categories::table)
+                    .values(link.clone())
+                    .execute(tx)
+                    .await?;
+            }
+            diesel::insert_into(stock::table)
+                .values(&empty)
+                .execute(tx)
+                .await?;
+            Ok(())
+        })
+        .await
+    }))
+}
+
+/// The changes of an update; `None` leaves a column alone.
+#[derive(Debug, Clone, Default, diesel::AsChangeset)]
+#[diesel(table_name = products)]
+pub struct ProductChanges {
+    pub sku: Option<String>,
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub price_minor: Option<i64>,
+    pub currency_code: Option<String>,
+    pub status: Option<String>,
+    pub attributes: Option<String>,
+    pub image_urls: Option<String>,
+    pub search_text: Option<String>,
+    pub updated_at: Option<NaiveDateTime>,
+}
+
+/// Applies `changes` (and, if given, replaces the category links) if the product is at
+/// `expected_version` (when given); returns the new row.
+pub async fn update(
+    conn: &mut DbConn,
+    id: &str,
+    changes: &ProductChanges,
+    category_ids: Option<&[String]>,
+    expected_version: Option<i64>,
+) -> Result<ProductRow, WriteError> {
+    write_result(db_run!(conn, |c| {
+        c.transaction(async |tx| {
+            let mut target = diesel::update(products::table)
+                .filter(products::id.eq(id))
+                .into_boxed();
+            if let Some(version) = expected_version {
+                target = target.filter(products::version.eq(version));
+            }
+            let updated: Option<ProductRow> = target
+                .set((changes, products::version.eq(products::version + 1)))
+                .returning(ProductRow::as_returning())
+                .get_result(tx)
+                .await
+                .optional()?;
+            let Some(row) = updated else {
+                let current: Option<i64> = products::table
+                    .find(id)
+                    .select(products::version)
+                    .first(tx)
+                    .await
+                    .optional()?;
+                return Err(TxError::Ours(match current {
+                    Some(version) => WriteError::Stale(version),
+                    None => WriteError::NotFound,
+                }));
+            };
+            if let Some(ids) = category_ids {
+                let missing = missing_categories!(tx, ids).await?;
+                if !missing.is_empty() {
+                    return Err(TxError::Ours(WriteError::UnknownCategories(missing)));
+                }
+                diesel::delete(
+                    product_categories::table.filter(product_categories::product_id.eq(id)),
+                )
+                .execute(tx)
+                .await?;
+                for category in ids {
+                    diesel::insert_into(product_categories::table)
+                        .values((
+                            product_categories::product_id.eq(id),
+                            product_categories::category_id.eq(category),
+                        ))
+                        .execute(tx)
+                        .await?;
+                }
+            }
+            Ok(row)
+        })
+        .await
+    }))
+}
+
+/// The products with these ids (any order), each with its sorted category ids.
+pub async fn by_ids(
+    conn: &mut DbConn,
+    ids: &[String],
+) -> Result<Vec<(ProductRow, Vec<String>)>, DbError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<ProductRow> = db_run!(conn, |c| {
+        products::table
+            .filter(products::id.eq_any(ids))
+            .select(ProductRow::as_select())
+            .load(c)
+            .await
+    })?;
+    with_categories(conn, rows).await
+}
+
+/// `rows` with their sorted category ids (one query).
+async fn with_categories(
+    conn: &mut DbConn,
+    rows: Vec<ProductRow>,
+) -> Result<Vec<(ProductRow, Vec<String>)>, DbError> {
+    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    let links: Vec<(String, String)> = if ids.is_empty() {
+        Vec::new()
+    } else {
+        db_run!(conn, |c| {
+            product_categories::table
+                .filter(product_categories::product_id.eq_any(&ids))
+                .order((
+                    product_categories::product_id,
+                    product_categories::category_id,
+                ))
+                .select((
+                    product_categories::product_id,
+                    product_categories::category_id,
+                ))
+                .load(c)
+                .await
+        })?
+    };
+    let mut by_product: HashMap<String, Vec<String>> = HashMap::new();
+    for (product, category) in links {
+        by_product.entry(product).or_default().push(category);
+    }
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let categories = by_product.remove(&row.id).unwrap_or_default();
+            (row, categories)
+        })
+        .collect())
+}
+
+/// Where a page ended: the sort keys of its last product.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// `created_at` in microseconds since the epoch.
+    pub created: i64,
+    /// Currency code.
+    pub currency: String,
+    /// Price in minor units.
+    pub price: i64,
+    /// Title.
+    pub title: String,
+    /// Id.
+    pub id: String,
+}
+
+impl Cursor {
+    /// The cursor after `row`.
+    pub fn after(row: &ProductRow) -> Self {
+        Cursor {
+            created: row.created_at.and_utc().timestamp_micros(),
+            currency: row.currency_code.clone(),
+            price: row.price_minor,
+            title: row.title.clone(),
+            id: row.id.clone(),
+        }
+    }
+
+    fn created_at(&self) -> NaiveDateTime {
+        chrono::DateTime::from_timestamp_micros(self.created)
+            .map(|t| t.naive_utc())
+            .unwrap_or_default()
+    }
+}
+
+/// A ListProducts query after validation.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    /// Only this status (stored name); `None`: any.
+    pub status: Option<&'static str>,
+    /// Only products linked to one of these categories.
+    pub categories: Option<Vec<String>>,
+    /// Only this currency.
+    pub currency: Option<String>,
+    /// Lowest price, inclusive.
+    pub min_price: Option<i64>,
+    /// Highest price, inclusive.
+    pub max_price: Option<i64>,
+    /// Lower-cased text the search text must contain.
+    pub text: Option<String>,
+    /// Order.
+    pub order: ProductOrder,
+    /// Continue after this product.
+    pub after: Option<Cursor>,
+    /// Rows to fetch.
+    pub limit: i64,
+}
+
+/// `text` as a LIKE pattern matching it anywhere, with `\` escaping LIKE's wildcards.
+fn contains_pattern(text: &str) -> String {
+    let mut pattern = String::from("%");
+    for ch in text.chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(ch);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// One page of products matching `query`, in its order, with their category ids.
+pub async fn list(
+    conn: &mut DbConn,
+    query: &ListQuery,
+) -> Result<Vec<(ProductRow, Vec<String>)>, DbError> {
+    let pattern = query.text.as_deref().map(contains_pattern);
+    let rows: Vec<ProductRow> = db_run!(conn, |c| {
+        let mut q = products::table.into_boxed();
+        if let Some(status) = query.status {
+            q = q.filter(products::status.eq(status));
+        }
+        if let Some(ids) = &query.categories {
+            q = q.filter(
+                products::id.eq_any(
+                    product_categories::table
+                        .filter(product_categories::category_id.eq_any(ids))
+                        .select(product_categories::product_id),
+                ),
+            );
+        }
+        if let Some(currency) = &query.currency {
+            q = q.filter(products::currency_code.eq(currency));
+        }
+        if let Some(min) = query.min_price {
+            q = q.filter(products::price_minor.ge(min));
+        }
+        if let Some(max) = query.max_price {
+            q = q.filter(products::price_minor.le(max));
+        }
+        if let Some(pattern) = &pattern {
+            q = q.filter(products::search_text.like(pattern).escape('\\'));
+        }
+        if let Some(cursor) = &query.after {
+            let (t, cur, p, title, id) = (
+                cursor.created_at(),
+                cursor.currency.clone(),
+                cursor.price,
+                cursor.title.clone(),
+                cursor.id.clone(),
+            );
+            q = match query.order {
+                ProductOrder::CreatedDesc => q.filter(
+                    products::created_at
+                        .lt(t)
+                        .or(products::created_at.eq(t).and(products::id.lt(id))),
+                ),
+                ProductOrder::CreatedAsc => q.filter(
+                    products::created_at
+                        .gt(t)
+                        .or(products::created_at.eq(t).and(products::id.gt(id))),
+                ),
+                ProductOrder::PriceAsc => q.filter(
+                    products::currency_code
+                        .gt(cur.clone())
+                        .or(products::currency_code.eq(cur).and(
+                            products::price_minor
+                                .gt(p)
+                                .or(products::price_minor.eq(p).and(products::id.gt(id))),
+                        )),
+                ),
+                ProductOrder::PriceDesc => q.filter(
+                    products::currency_code
+                        .lt(cur.clone())
+                        .or(products::currency_code.eq(cur).and(
+                            products::price_minor
+                                .lt(p)
+                                .or(products::price_minor.eq(p).and(products::id.lt(id))),
+                        )),
+                ),
+                ProductOrder::TitleAsc => q.filter(
+                    products::title
+                        .gt(title.clone())
+                        .or(products::title.eq(title).and(products::id.gt(id))),
+                ),
+                ProductOrder::TitleDesc => q.filter(
+                    products::title
+                        .lt(title.clone())
+                        .or(products::title.eq(title).and(products::id.lt(id))),
+                ),
+            };
+        }
+        q = match query.order {
+            ProductOrder::CreatedDesc => {
+                q.order((products::created_at.desc(), products::id.desc()))
+            }
+            ProductOrder::CreatedAsc => q.order((products::created_at.asc(), products::id.asc())),
+            ProductOrder::PriceAsc => q.order((
+                products::currency_code.asc(),
+                products::price_minor.asc(),
+                products::id.asc(),
+            )),
+            ProductOrder::PriceDesc => q.order((
+                products::currency_code.desc(),
+                products::price_minor.desc(),
+                products::id.desc(),
+            )),
+            ProductOrder::TitleAsc => q.order((products::title.asc(), products::id.asc())),
+            ProductOrder::TitleDesc => q.order((products::title.desc(), products::id.desc())),
+        };
+        q.limit(query.limit)
+            .select(ProductRow::as_select())
+            .load(c)
+            .await
+    })?;
+    with_categories(conn, rows).await
+}
+
+/// Every (id, parent) pair of the category tree (it is small: loaded whole to walk subtrees).
+pub async fn category_tree(conn: &mut DbConn) -> Result<Vec<(String, Option<String>)>, DbError> {
+    Ok(db_run!(conn, |c| {
+        categories::table
+            .select((categories::id, categories::parent_id))
+            .load(c)
+            .await
+    })?)
+}

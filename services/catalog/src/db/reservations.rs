@@ -1,0 +1,287 @@
+//! Reservations. Reserving is all or nothing in one transaction: the reservation row is inserted
+//! first (so its id decides idempotency and the transaction holds the write lock from its first
+//! statement), then each item's stock is reserved with a conditional update that only succeeds
+//! while enough units are available. Leaving HELD is a conditional update on the state, so a
+//! reservation is committed, released or expired at most once, whoever races.
+
+use backbone_common::{
+    db::{DbConn, DbError},
+    db_run,
+};
+use chrono::NaiveDateTime;
+use diesel::{
+    ExpressionMethods as _, OptionalExtension as _, QueryDsl as _, SelectableHelper as _,
+};
+use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
+
+use super::{
+    is_unique_violation,
+    models::{MovementRow, ReservationItemRow, ReservationRow},
+    schema::{products, reservation_items, reservations, stock, stock_movements},
+};
+
+/// One item that could not be held, with what was available.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Short {
+    /// The product.
+    pub product_id: String,
+    /// Units asked for.
+    pub requested: i64,
+    /// Units available (0 for unknown or unavailable products).
+    pub available: i64,
+    /// False if the product is unknown or not ACTIVE.
+    pub for_sale: bool,
+}
+
+/// What a reserve did.
+#[derive(Debug, Clone)]
+pub enum Reserved {
+    /// Held now.
+    Created,
+    /// The id exists: the stored reservation (compare fingerprints).
+    Exists(ReservationRow, Vec<ReservationItemRow>),
+    /// Some items could not be held; nothing was.
+    Short(Vec<Short>),
+}
+
+enum TxError {
+    Exists,
+    Short(Vec<Short>),
+    Diesel(diesel::result::Error),
+}
+
+impl From<diesel::result::Error> for TxError {
+    fn from(err: diesel::result::Error) -> Self {
+        TxError::Diesel(err)
+    }
+}
+
+/// Holds every item of `reservation` or none.
+pub async fn reserve(
+    conn: &mut DbConn,
+    reservation: &ReservationRow,
+    items: &[ReservationItemRow],
+) -> Result<Reserved, DbError> {
+    // Lock stock rows in one order so two multi-item reservations cannot deadlock.
+    let mut order: Vec<&ReservationItemRow> = items.iter().collect();
+    order.sort_by(|a, b| a.product_id.cmp(&b.product_id));
+    let result = db_run!(conn, |c| {
+        c.transaction(async |tx| {
+            let inserted = diesel::insert_into(reservations::table)
+                .values(reservation)
+                .execute(tx)
+                .await;
+            match inserted {
+                Err(err) if is_unique_violation(&err) => return Err(TxError::Exists),
+                other => {
+                    other?;
+                }
+            }
+            let mut short = Vec::new();
+            for item in &order {
+                let held = diesel::update(
+                    stock::table
+                        .filter(stock::product_id.eq(&item.product_id))
+                        .filter((stock::on_hand - stock::reserved).ge(item.quantity))
+                        .filter(
+                            stock::product_id.eq_any(
+                                products::table
+                                    .filter(products::status.eq("ACTIVE"))
+                                    .select(products::id),
+                            ),
+                        ),
+                )
+                .set((
+                    stock::reserved.eq(stock::reserved + item.quantity),
+                    stock::updated_at.eq(Some(reservation.created_at)),
+                ))
+                .execute(tx)
+                .await?;
+                if held == 0 {
+                    let state: Option<(i64, i64, String)> = stock::table
+                        .inner_join(products::table)
+                        .filter(stock::product_id.eq(&item.product_id))
+                        .select((stock::on_hand, stock::reserved, products::status))
+                        .first(tx)
+                        .await
+                        .optional()?;
+                    let (available, for_sale) = match state {
+                        Some((on_hand, reserved, status)) => {
+                            (on_hand - reserved, status == "ACTIVE")
+                        }
+                        None => (0, false),
+                    };
+                    short.push(Short {
+                        product_id: item.product_id.clone(),
+                        requested: item.quantity,
+                        available: if for_sale { available } else { 0 },
+                        for_sale,
+                    });
+                }
+            }
+            if !short.is_empty() {
+                return Err(TxError::Short(short));
+            }
+            for item in items {
+                diesel::insert_into(reservation_items::table)
+                    .values(item)
+                    .execute(tx)
+                    .await?;
+            }
+            Ok(())
+        })
+        .await
+    });
+    match result {
+        Ok(()) => Ok(Reserved::Created),
+        Err(TxError::Short(mut short)) => {
+            // Report in request order.
+            short.sort_by_key(|s| items.iter().position(|i| i.product_id == s.product_id));
+            Ok(Reserved::Short(short))
+        }
+        Err(TxError::Exists) => match get(conn, &reservation.id).await? {
+            Some((row, items)) => Ok(Reserved::Exists(row, items)),
+            // Deleted in between (never happens: reservations are kept); report it as short.
+            None => Ok(Reserved::Short(Vec::new())),
+        },
+        Err(TxError::Diesel(err)) => Err(err.into()),
+    }
+}
+
+/// A reservation with its items.
+pub async fn get(
+    conn: &mut DbConn,
+    id: &str,
+) -> Result<Option<(ReservationRow, Vec<ReservationItemRow>)>, DbError> {
+    let row: Option<ReservationRow> = db_run!(conn, |c| {
+        reservations::table
+            .find(id)
+            .select(ReservationRow::as_select())
+            .first(c)
+            .await
+            .optional()
+    })?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let items: Vec<ReservationItemRow> = db_run!(conn, |c| {
+        reservation_items::table
+            .filter(reservation_items::reservation_id.eq(id))
+            .select(ReservationItemRow::as_select())
+            .load(c)
+            .await
+    })?;
+    Ok(Some((row, items)))
+}
+
+/// How a HELD reservation ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// Sold: on hand and reserved both drop, a movement per item.
+    Commit,
+    /// Given back by the owner.
+    Release,
+    /// Given back by the sweeper (only if past its expiry).
+    Expire,
+}
+
+/// Moves the reservation out of HELD if it is still HELD (and, except for Expire, not past its
+/// expiry; for Expire, past it), adjusting stock in the same transaction. True if this call did
+/// it.
+pub async fn finish(
+    conn: &mut DbConn,
+    id: &str,
+    how: Finish,
+    actor_id: &str,
+    now: NaiveDateTime,
+) -> Result<bool, DbError> {
+    let state = match how {
+        Finish::Commit => "COMMITTED",
+        Finish::Release => "RELEASED",
+        Finish::Expire => "EXPIRED",
+    };
+    Ok(db_run!(conn, |c| {
+        c.transaction(async |tx| {
+            let mut target = diesel::update(reservations::table)
+                .filter(reservations::id.eq(id))
+                .filter(reservations::state.eq("HELD"))
+                .into_boxed();
+            target = match how {
+                Finish::Expire => target.filter(reservations::expires_at.le(now)),
+                Finish::Commit => target.filter(reservations::expires_at.gt(now)),
+                Finish::Release => target,
+            };
+            let moved = target
+                .set((
+                    reservations::state.eq(state),
+                    reservations::finished_at.eq(Some(now)),
+                ))
+                .execute(tx)
+                .await?;
+            if moved == 0 {
+                return Ok::<_, diesel::result::Error>(false);
+            }
+            let items: Vec<ReservationItemRow> = reservation_items::table
+                .filter(reservation_items::reservation_id.eq(id))
+                .order(reservation_items::product_id)
+                .select(ReservationItemRow::as_select())
+                .load(tx)
+                .await?;
+            for item in &items {
+                if how == Finish::Commit {
+                    let on_hand: i64 = diesel::update(stock::table.find(&item.product_id))
+                        .set((
+                            stock::on_hand.eq(stock::on_hand - item.quantity),
+                            stock::reserved.eq(stock::reserved - item.quantity),
+                            stock::updated_at.eq(Some(now)),
+                        ))
+                        .returning(stock::on_hand)
+                        .get_result(tx)
+                        .await?;
+                    diesel::insert_into(stock_movements::table)
+                        .values(&MovementRow {
+                            id: crate::domain::new_id(),
+                            product_id: item.product_id.clone(),
+                            kind: "RESERVATION_COMMIT".into(),
+                            delta: -item.quantity,
+                            on_hand_after: on_hand,
+                            reason: String::new(),
+                            reservation_id: Some(id.to_owned()),
+                            actor_id: actor_id.to_owned(),
+                            created_at: now,
+                        })
+                        .execute(tx)
+                        .await?;
+                } else {
+                    diesel::update(stock::table.find(&item.product_id))
+                        .set((
+                            stock::reserved.eq(stock::reserved - item.quantity),
+                            stock::updated_at.eq(Some(now)),
+                        ))
+                        .execute(tx)
+                        .await?;
+                }
+            }
+            Ok(true)
+        })
+        .await
+    })?)
+}
+
+/// Ids of HELD reservations past their expiry, oldest first.
+pub async fn expired(
+    conn: &mut DbConn,
+    now: NaiveDateTime,
+    limit: i64,
+) -> Result<Vec<String>, DbError> {
+    Ok(db_run!(conn, |c| {
+        reservations::table
+            .filter(reservations::state.eq("HELD"))
+            .filter(reservations::expires_at.le(now))
+            .order(reservations::expires_at)
+            .limit(limit)
+            .select(reservations::id)
+            .load(c)
+            .await
+    })?)
+}
