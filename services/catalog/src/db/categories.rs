@@ -11,7 +11,7 @@ use diesel::{
 use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
 
 use super::{
-    is_unique_violation,
+    TxError, is_unique_violation,
     models::CategoryRow,
     schema::{categories, product_categories},
 };
@@ -45,21 +45,10 @@ pub enum CategoryError {
     Db(#[from] DbError),
 }
 
-enum TxError {
-    Ours(CategoryError),
-    Diesel(diesel::result::Error),
-}
-
-impl From<diesel::result::Error> for TxError {
-    fn from(err: diesel::result::Error) -> Self {
-        TxError::Diesel(err)
-    }
-}
-
-fn result<T>(result: Result<T, TxError>) -> Result<T, CategoryError> {
+fn result<T>(result: Result<T, TxError<CategoryError>>) -> Result<T, CategoryError> {
     match result {
         Ok(value) => Ok(value),
-        Err(TxError::Ours(err)) => Err(err),
+        Err(TxError::Abort(err)) => Err(err),
         Err(TxError::Diesel(err)) if is_unique_violation(&err) => Err(CategoryError::SlugTaken),
         Err(TxError::Diesel(err)) => Err(CategoryError::Db(err.into())),
     }
@@ -81,7 +70,7 @@ pub async fn create(conn: &mut DbConn, row: &CategoryRow) -> Result<(), Category
                     .await
                     .optional()?;
                 if exists.is_none() {
-                    return Err(TxError::Ours(CategoryError::UnknownParent));
+                    return Err(TxError::Abort(CategoryError::UnknownParent));
                 }
             }
             Ok(())
@@ -153,7 +142,7 @@ pub async fn update(
                     .first(tx)
                     .await
                     .optional()?;
-                return Err(TxError::Ours(match current {
+                return Err(TxError::Abort(match current {
                     Some(version) => CategoryError::Stale(version),
                     None => CategoryError::NotFound,
                 }));
@@ -164,10 +153,10 @@ pub async fn update(
                     .load(tx)
                     .await?;
                 if !tree.iter().any(|(c, _)| c == parent) {
-                    return Err(TxError::Ours(CategoryError::UnknownParent));
+                    return Err(TxError::Abort(CategoryError::UnknownParent));
                 }
                 if crate::domain::category::subtree(id, &tree).contains(parent) {
-                    return Err(TxError::Ours(CategoryError::Cycle));
+                    return Err(TxError::Abort(CategoryError::Cycle));
                 }
             }
             if let Some(slug) = &changes.slug {
@@ -214,10 +203,10 @@ pub async fn delete(
                 .await
                 .optional()?;
             let Some(version) = current else {
-                return Err(TxError::Ours(CategoryError::NotFound));
+                return Err(TxError::Abort(CategoryError::NotFound));
             };
             if expected_version.is_some_and(|v| v != version) {
-                return Err(TxError::Ours(CategoryError::Stale(version)));
+                return Err(TxError::Abort(CategoryError::Stale(version)));
             }
             let products: i64 = product_categories::table
                 .filter(product_categories::category_id.eq(id))
@@ -225,7 +214,7 @@ pub async fn delete(
                 .get_result(tx)
                 .await?;
             if products > 0 {
-                return Err(TxError::Ours(CategoryError::HasProducts));
+                return Err(TxError::Abort(CategoryError::HasProducts));
             }
             let children: i64 = categories::table
                 .filter(categories::parent_id.eq(id))
@@ -233,7 +222,7 @@ pub async fn delete(
                 .get_result(tx)
                 .await?;
             if children > 0 {
-                return Err(TxError::Ours(CategoryError::HasChildren));
+                return Err(TxError::Abort(CategoryError::HasChildren));
             }
             // The foreign keys (RESTRICT) refuse a link or child added meanwhile.
             let deleted = diesel::delete(
@@ -245,11 +234,11 @@ pub async fn delete(
             .await;
             match deleted {
                 Ok(1) => Ok(()),
-                Ok(_) => Err(TxError::Ours(CategoryError::Stale(version))),
+                Ok(_) => Err(TxError::Abort(CategoryError::Stale(version))),
                 Err(diesel::result::Error::DatabaseError(
                     diesel::result::DatabaseErrorKind::ForeignKeyViolation,
                     _,
-                )) => Err(TxError::Ours(CategoryError::HasProducts)),
+                )) => Err(TxError::Abort(CategoryError::HasProducts)),
                 Err(err) => Err(err.into()),
             }
         })

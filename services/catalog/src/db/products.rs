@@ -16,7 +16,7 @@ use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    is_unique_violation,
+    TxError, is_unique_violation,
     models::{ProductRow, StockRow},
     schema::{categories, product_categories, products, stock},
 };
@@ -42,22 +42,10 @@ pub enum WriteError {
     Db(#[from] DbError),
 }
 
-/// Inside a write transaction: the transaction's error, carrying ours.
-enum TxError {
-    Ours(WriteError),
-    Diesel(diesel::result::Error),
-}
-
-impl From<diesel::result::Error> for TxError {
-    fn from(err: diesel::result::Error) -> Self {
-        TxError::Diesel(err)
-    }
-}
-
-fn write_result<T>(result: Result<T, TxError>) -> Result<T, WriteError> {
+fn write_result<T>(result: Result<T, TxError<WriteError>>) -> Result<T, WriteError> {
     match result {
         Ok(value) => Ok(value),
-        Err(TxError::Ours(err)) => Err(err),
+        Err(TxError::Abort(err)) => Err(err),
         Err(TxError::Diesel(err)) if is_unique_violation(&err) => Err(WriteError::SkuTaken),
         Err(TxError::Diesel(err)) => Err(WriteError::Db(err.into())),
     }
@@ -115,7 +103,7 @@ pub async fn create(
                 .await?;
             let missing = missing_categories!(tx, category_ids).await?;
             if !missing.is_empty() {
-                return Err(TxError::Ours(WriteError::UnknownCategories(missing)));
+                return Err(TxError::Abort(WriteError::UnknownCategories(missing)));
             }
             for link in &links {
                 diesel::insert_into(product_categories::table)
@@ -179,7 +167,7 @@ pub async fn update(
                     .first(tx)
                     .await
                     .optional()?;
-                return Err(TxError::Ours(match current {
+                return Err(TxError::Abort(match current {
                     Some(version) => WriteError::Stale(version),
                     None => WriteError::NotFound,
                 }));
@@ -187,7 +175,7 @@ pub async fn update(
             if let Some(ids) = category_ids {
                 let missing = missing_categories!(tx, ids).await?;
                 if !missing.is_empty() {
-                    return Err(TxError::Ours(WriteError::UnknownCategories(missing)));
+                    return Err(TxError::Abort(WriteError::UnknownCategories(missing)));
                 }
                 diesel::delete(
                     product_categories::table.filter(product_categories::product_id.eq(id)),

@@ -15,7 +15,7 @@ use diesel::{
 use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
 
 use super::{
-    is_unique_violation,
+    TxError, is_unique_violation,
     models::{MovementRow, ReservationItemRow, ReservationRow},
     schema::{products, reservation_items, reservations, stock, stock_movements},
 };
@@ -44,16 +44,12 @@ pub enum Reserved {
     Short(Vec<Short>),
 }
 
-enum TxError {
+/// Why a reservation was not stored.
+enum Refused {
+    /// The id exists.
     Exists,
+    /// These items are short.
     Short(Vec<Short>),
-    Diesel(diesel::result::Error),
-}
-
-impl From<diesel::result::Error> for TxError {
-    fn from(err: diesel::result::Error) -> Self {
-        TxError::Diesel(err)
-    }
 }
 
 /// Holds every item of `reservation` or none.
@@ -65,14 +61,16 @@ pub async fn reserve(
     // Lock stock rows in one order so two multi-item reservations cannot deadlock.
     let mut order: Vec<&ReservationItemRow> = items.iter().collect();
     order.sort_by(|a, b| a.product_id.cmp(&b.product_id));
-    let result = db_run!(conn, |c| {
+    let result: Result<(), TxError<Refused>> = db_run!(conn, |c| {
         c.transaction(async |tx| {
             let inserted = diesel::insert_into(reservations::table)
                 .values(reservation)
                 .execute(tx)
                 .await;
             match inserted {
-                Err(err) if is_unique_violation(&err) => return Err(TxError::Exists),
+                Err(err) if is_unique_violation(&err) => {
+                    return Err(TxError::Abort(Refused::Exists));
+                }
                 other => {
                     other?;
                 }
@@ -120,7 +118,7 @@ pub async fn reserve(
                 }
             }
             if !short.is_empty() {
-                return Err(TxError::Short(short));
+                return Err(TxError::Abort(Refused::Short(short)));
             }
             for item in items {
                 diesel::insert_into(reservation_items::table)
@@ -134,12 +132,12 @@ pub async fn reserve(
     });
     match result {
         Ok(()) => Ok(Reserved::Created),
-        Err(TxError::Short(mut short)) => {
+        Err(TxError::Abort(Refused::Short(mut short))) => {
             // Report in request order.
             short.sort_by_key(|s| items.iter().position(|i| i.product_id == s.product_id));
             Ok(Reserved::Short(short))
         }
-        Err(TxError::Exists) => match get(conn, &reservation.id).await? {
+        Err(TxError::Abort(Refused::Exists)) => match get(conn, &reservation.id).await? {
             Some((row, items)) => Ok(Reserved::Exists(row, items)),
             // Deleted in between (never happens: reservations are kept); report it as short.
             None => Ok(Reserved::Short(Vec::new())),

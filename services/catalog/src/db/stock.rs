@@ -13,7 +13,7 @@ use diesel::{
 use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
 
 use super::{
-    is_unique_violation,
+    TxError, is_unique_violation,
     models::{MovementRow, StockRow},
     schema::{stock, stock_adjustment_requests, stock_movements},
 };
@@ -57,24 +57,13 @@ pub enum Adjusted {
     NotFound,
 }
 
-enum TxError {
-    Done(Box<Adjusted>),
-    Diesel(diesel::result::Error),
-}
-
-impl From<diesel::result::Error> for TxError {
-    fn from(err: diesel::result::Error) -> Self {
-        TxError::Diesel(err)
-    }
-}
-
 /// Applies an adjustment: on hand changes only if it stays at or above reserved (the first
 /// statement is this write, so the transaction holds the write lock from the start), the
 /// movement is recorded, and the idempotency key (if any) is claimed last: a key already used
 /// rolls the whole adjustment back.
 pub async fn adjust(conn: &mut DbConn, adjustment: &Adjustment) -> Result<Adjusted, DbError> {
     let movement = &adjustment.movement;
-    let result = db_run!(conn, |c| {
+    let result: Result<Adjusted, TxError<Box<Adjusted>>> = db_run!(conn, |c| {
         c.transaction(async |tx| {
             let updated: Option<StockRow> = diesel::update(
                 stock::table
@@ -96,7 +85,7 @@ pub async fn adjust(conn: &mut DbConn, adjustment: &Adjustment) -> Result<Adjust
                     .first(tx)
                     .await
                     .optional()?;
-                return Err(TxError::Done(Box::new(match current {
+                return Err(TxError::Abort(Box::new(match current {
                     Some(row) => Adjusted::Insufficient(row),
                     None => Adjusted::NotFound,
                 })));
@@ -125,7 +114,7 @@ pub async fn adjust(conn: &mut DbConn, adjustment: &Adjustment) -> Result<Adjust
                         return Err(err.into());
                     }
                     // Rolled back; answered from the first request's row.
-                    return Err(TxError::Done(Box::new(Adjusted::KeyConflict)));
+                    return Err(TxError::Abort(Box::new(Adjusted::KeyConflict)));
                 }
             }
             Ok(Adjusted::Applied(row, stored))
@@ -134,13 +123,13 @@ pub async fn adjust(conn: &mut DbConn, adjustment: &Adjustment) -> Result<Adjust
     });
     match result {
         Ok(done) => Ok(done),
-        Err(TxError::Done(done)) if matches!(*done, Adjusted::KeyConflict) => {
+        Err(TxError::Abort(done)) if matches!(*done, Adjusted::KeyConflict) => {
             let Some((key, fingerprint)) = &adjustment.request else {
                 return Ok(Adjusted::KeyConflict);
             };
             replay(conn, &movement.actor_id, key, fingerprint).await
         }
-        Err(TxError::Done(done)) => Ok(*done),
+        Err(TxError::Abort(done)) => Ok(*done),
         Err(TxError::Diesel(err)) => Err(err.into()),
     }
 }
