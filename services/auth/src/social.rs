@@ -204,11 +204,6 @@ impl Providers {
         self.by_name.contains_key(name)
     }
 
-    /// The configured provider names.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.by_name.keys().map(String::as_str)
-    }
-
     fn provider(&self, name: &str) -> Result<&Provider, SocialError> {
         self.by_name.get(name).ok_or(SocialError::UnknownProvider)
     }

@@ -19,6 +19,10 @@ use super::{
     models::{MovementRow, ReservationItemRow, ReservationRow},
     schema::{products, reservation_items, reservations, stock, stock_movements},
 };
+use crate::domain::{
+    product::ProductStatus,
+    stock::{MovementKind, ReservationState},
+};
 
 /// One item that could not be held, with what was available.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,7 +88,7 @@ pub async fn reserve(
                         .filter(
                             stock::product_id.eq_any(
                                 products::table
-                                    .filter(products::status.eq("ACTIVE"))
+                                    .filter(products::status.eq(ProductStatus::Active.as_str()))
                                     .select(products::id),
                             ),
                         ),
@@ -105,7 +109,7 @@ pub async fn reserve(
                         .optional()?;
                     let (available, for_sale) = match state {
                         Some((on_hand, reserved, status)) => {
-                            (on_hand - reserved, status == "ACTIVE")
+                            (on_hand - reserved, status == ProductStatus::Active.as_str())
                         }
                         None => (0, false),
                     };
@@ -194,15 +198,15 @@ pub async fn finish(
     now: NaiveDateTime,
 ) -> Result<bool, DbError> {
     let state = match how {
-        Finish::Commit => "COMMITTED",
-        Finish::Release => "RELEASED",
-        Finish::Expire => "EXPIRED",
+        Finish::Commit => ReservationState::Committed,
+        Finish::Release => ReservationState::Released,
+        Finish::Expire => ReservationState::Expired,
     };
     Ok(db_run!(conn, |c| {
         c.transaction(async |tx| {
             let mut target = diesel::update(reservations::table)
                 .filter(reservations::id.eq(id))
-                .filter(reservations::state.eq("HELD"))
+                .filter(reservations::state.eq(ReservationState::Held.as_str()))
                 .into_boxed();
             target = match how {
                 Finish::Expire => target.filter(reservations::expires_at.le(now)),
@@ -211,7 +215,7 @@ pub async fn finish(
             };
             let moved = target
                 .set((
-                    reservations::state.eq(state),
+                    reservations::state.eq(state.as_str()),
                     reservations::finished_at.eq(Some(now)),
                 ))
                 .execute(tx)
@@ -240,7 +244,7 @@ pub async fn finish(
                         .values(&MovementRow {
                             id: crate::domain::new_id(),
                             product_id: item.product_id.clone(),
-                            kind: "RESERVATION_COMMIT".into(),
+                            kind: MovementKind::ReservationCommit.as_str().to_owned(),
                             delta: -item.quantity,
                             on_hand_after: on_hand,
                             reason: String::new(),
@@ -274,7 +278,7 @@ pub async fn expired(
 ) -> Result<Vec<String>, DbError> {
     Ok(db_run!(conn, |c| {
         reservations::table
-            .filter(reservations::state.eq("HELD"))
+            .filter(reservations::state.eq(ReservationState::Held.as_str()))
             .filter(reservations::expires_at.le(now))
             .order(reservations::expires_at)
             .limit(limit)

@@ -16,13 +16,12 @@ use crate::{
     domain::{
         self,
         product::ProductStatus,
-        stock::{self as rules, Reservation, ReservationItem, ReservationState, Stock},
+        stock::{
+            self as rules, MovementKind, Reservation, ReservationItem, ReservationState, Stock,
+        },
     },
     error::CatalogError,
 };
-
-/// A stored movement with the domain's kind.
-pub type Movement = MovementRow;
 
 impl Catalog {
     /// Adds or removes on-hand units; with `request_id`, at most once per key.
@@ -33,7 +32,7 @@ impl Catalog {
         delta: i64,
         reason: &str,
         request_id: &str,
-    ) -> Result<(Stock, Movement), CatalogError> {
+    ) -> Result<(Stock, MovementRow), CatalogError> {
         let mut violations = Vec::new();
         if product_id.is_empty() {
             violations.push(FieldViolation::new("product_id", "is required"));
@@ -62,7 +61,7 @@ impl Catalog {
             movement: MovementRow {
                 id: domain::new_id(),
                 product_id: product_id.to_owned(),
-                kind: "ADJUSTMENT".into(),
+                kind: MovementKind::Adjustment.as_str().to_owned(),
                 delta,
                 on_hand_after: 0,
                 reason: reason.to_owned(),
@@ -128,7 +127,7 @@ impl Catalog {
         product_id: &str,
         size: i32,
         token: &str,
-    ) -> Result<(Vec<Movement>, String), CatalogError> {
+    ) -> Result<(Vec<MovementRow>, String), CatalogError> {
         if product_id.is_empty() {
             return Err(CatalogError::field("product_id", "is required"));
         }
