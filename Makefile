@@ -10,6 +10,8 @@ GRPCURL := $(TOOLS)/venv/bin/grpcurl
 DATA_DIR ?= $(CURDIR)/.data
 # Host `make run` binds (use 0.0.0.0 to reach the services from other machines).
 RUN_HOST ?= 127.0.0.1
+# `make run SEED=1` loads the sample catalog (backbone-catalog seed) before starting.
+SEED ?=
 # PostgreSQL for the tests: each test creates its own database there and drops it.
 export TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 export GRPCURL
@@ -23,7 +25,7 @@ build: ## Build the three service binaries (debug).
 	$(CARGO) build --workspace --bins
 
 .ONESHELL:
-run: build ## Start auth, catalog and billing on SQLite under $(DATA_DIR); Ctrl-C stops them.
+run: build ## Start auth, catalog and billing on SQLite under $(DATA_DIR) (SEED=1: sample catalog); Ctrl-C stops them.
 	@mkdir -p "$(DATA_DIR)"
 	kek="$(DATA_DIR)/auth-dev-kek"
 	if [ ! -s "$$kek" ]; then
@@ -37,6 +39,9 @@ run: build ## Start auth, catalog and billing on SQLite under $(DATA_DIR); Ctrl-
 	  echo "stopped; data kept in $(DATA_DIR)"
 	}
 	trap stop INT TERM
+	if [ -n "$(SEED)" ]; then
+	  ./target/debug/backbone-catalog seed --log-format text --database-url "sqlite://$(DATA_DIR)/catalog.db"
+	fi
 	for entry in auth:50051 catalog:50052 billing:50053; do
 	  svc=$${entry%%:*}; port=$${entry##*:}
 	  extra=(); [ "$$svc" = auth ] && extra=(--key-encryption-key-file "$$kek" --dev-mode)

@@ -15,6 +15,7 @@ use backbone_common::{config::DatabaseArgs, db::Database, db_run};
 use backbone_proto::{catalog as pb, common::Money};
 use backbone_tests::{
     auth_support::{bearer, reason, violated_fields},
+    binary_path,
     catalog_support::{Stack, create, eur, product, reserve, stock, stock_up},
     on_both_backends,
 };
@@ -371,6 +372,57 @@ on_both_backends! {
         assert!(pages >= 100);
         let missed: Vec<&String> = initial.iter().filter(|id| !seen.contains(*id)).collect();
         assert!(missed.is_empty(), "{} products that existed at the start were skipped", missed.len());
+        stack.stop().await;
+    }
+}
+
+/// Runs `backbone-catalog seed` on `database_url` as a process and returns what it printed.
+fn run_seed(database_url: &str) -> String {
+    let out = std::process::Command::new(binary_path("backbone-catalog"))
+        .args([
+            "seed",
+            "--log-format",
+            "text",
+            "--database-url",
+            database_url,
+        ])
+        .output()
+        .expect("seed runs");
+    assert!(
+        out.status.success(),
+        "seed failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+on_both_backends! {
+    async fn seed_loads_a_sample_catalog_once(backend: Backend) {
+        let mut stack = Stack::start(backend, &[]).await;
+        let first = run_seed(&stack.catalog_db.url);
+        assert!(first.contains("4 categories, 5 products and 5 stock levels added"), "{first}");
+        // A second run finds everything in place and changes nothing.
+        let again = run_seed(&stack.catalog_db.url);
+        assert!(again.contains("0 categories, 0 products and 0 stock levels added"), "{again}");
+
+        // An anonymous caller's first ListProducts shows the sample, in stock.
+        let page = stack.client.list_products(pb::ListProductsRequest::default()).await.expect("list").into_inner();
+        let skus: HashSet<String> = page.products.iter().map(|p| p.sku.clone()).collect();
+        assert_eq!(skus.len(), 5, "{skus:?}");
+        assert!(skus.contains("TSHIRT-BLUE-M") && skus.contains("BOOK-DISTRIBUTED"));
+        let ids: Vec<String> = page.products.iter().map(|p| p.id.clone()).collect();
+        let levels = stack.client.batch_get_stock(pb::BatchGetStockRequest { product_ids: ids }).await.expect("stock").into_inner();
+        assert_eq!(levels.stocks.len(), 5);
+        assert!(levels.stocks.iter().all(|s| s.on_hand > 0 && s.available == s.on_hand), "{levels:?}");
+        let blue = page.products.iter().find(|p| p.sku == "TSHIRT-BLUE-M").expect("blue shirt");
+        assert_eq!(blue.price, Some(eur(2_500)));
+        assert_eq!(stock(&mut stack, &blue.id).await.on_hand, 40);
+
+        // The t-shirts sit under apparel: listing apparel with its descendants finds them.
+        let categories = stack.client.list_categories(pb::ListCategoriesRequest::default()).await.expect("categories").into_inner();
+        let apparel = categories.categories.iter().find(|c| c.slug == "apparel").expect("apparel");
+        let shirts = stack.client.list_products(pb::ListProductsRequest { category_id: apparel.id.clone(), include_subcategories: true, ..Default::default() }).await.expect("list").into_inner();
+        assert_eq!(shirts.products.len(), 2);
         stack.stop().await;
     }
 }

@@ -30,6 +30,9 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Apply migrations, then load a small sample catalog with stock (development data; running
+    /// it again changes nothing).
+    Seed,
 }
 
 /// Settings of the service.

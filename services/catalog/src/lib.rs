@@ -94,6 +94,23 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// The `seed` subcommand: migrations, then the sample catalog.
+pub async fn seed(config: &Config) -> Result<service::seed::SeedReport, AppError> {
+    let database = database(config)?;
+    database.prepare().await?;
+    let catalog = Catalog::new(
+        database,
+        &Settings {
+            product_cache_ttl: config.product_cache_ttl,
+            product_cache_capacity: config.product_cache_capacity,
+        },
+    );
+    catalog
+        .seed()
+        .await
+        .map_err(|err| AppError::Command(tonic::Status::from(err).message().to_owned()))
+}
+
 /// The `migrate` subcommand.
 pub async fn migrate(config: &Config) -> Result<(), AppError> {
     app::migrate(&database(config)?).await

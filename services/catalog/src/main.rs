@@ -1,4 +1,4 @@
-//! `backbone-catalog`: parse the command line, start telemetry, then serve or migrate.
+//! `backbone-catalog`: parse the command line, start telemetry, then serve, migrate or seed.
 
 use std::process::ExitCode;
 
@@ -15,6 +15,12 @@ async fn main() -> ExitCode {
             Err(err) => Err(err),
         },
         Command::Migrate => backbone_catalog::migrate(&cli.config).await,
+        Command::Seed => backbone_catalog::seed(&cli.config).await.map(|report| {
+            println!(
+                "sample catalog in place: {} categories, {} products and {} stock levels added",
+                report.categories_created, report.products_created, report.products_stocked
+            );
+        }),
     };
     let code = app::exit_code(result);
     telemetry.shutdown();

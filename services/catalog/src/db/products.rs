@@ -439,3 +439,15 @@ pub async fn category_tree(conn: &mut DbConn) -> Result<Vec<(String, Option<Stri
             .await
     })?)
 }
+
+/// The id of the product with this SKU, if any.
+pub async fn id_by_sku(conn: &mut DbConn, sku: &str) -> Result<Option<String>, DbError> {
+    Ok(db_run!(conn, |c| {
+        products::table
+            .filter(products::sku.eq(sku))
+            .select(products::id)
+            .first::<String>(c)
+            .await
+            .optional()
+    })?)
+}

@@ -3,6 +3,7 @@
 
 pub mod categories;
 pub mod products;
+pub mod seed;
 pub mod stock;
 pub mod sweeper;
 
