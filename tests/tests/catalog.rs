@@ -426,3 +426,84 @@ on_both_backends! {
         stack.stop().await;
     }
 }
+
+fn category(slug: &str, name: &str, parent_id: &str) -> pb::CreateCategoryRequest {
+    pb::CreateCategoryRequest {
+        category: Some(pb::Category {
+            slug: slug.into(),
+            name: name.into(),
+            parent_id: parent_id.into(),
+            ..Default::default()
+        }),
+    }
+}
+
+fn category_update(category: pb::Category, paths: &[&str]) -> pb::UpdateCategoryRequest {
+    pb::UpdateCategoryRequest {
+        category: Some(category),
+        update_mask: Some(prost_types::FieldMask {
+            paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+        }),
+    }
+}
+
+on_both_backends! {
+    async fn categories_form_a_tree_that_refuses_cycles_stale_writes_and_busy_deletes(backend: Backend) {
+        let mut stack = Stack::start(backend, &[]).await;
+        let (admin, customer) = (stack.admin.clone(), stack.customer.clone());
+        let mut create_category = |request| {
+            let (mut client, admin) = (stack.client.clone(), admin.clone());
+            async move { client.create_category(bearer(request, &admin)).await.map(|r| r.into_inner().category.expect("category")) }
+        };
+        let home = create_category(category("home", "Home", "")).await.expect("home");
+        let kitchen = create_category(category("kitchen", "Kitchen", &home.id)).await.expect("kitchen");
+        let knives = create_category(category("knives", "Knives", &kitchen.id)).await.expect("knives");
+        let garden = create_category(category("garden", "Garden", "")).await.expect("garden");
+        let taken = create_category(category("home", "Another home", "")).await.expect_err("slug taken");
+        assert_eq!((taken.code(), reason(&taken).as_str()), (Code::AlreadyExists, "SLUG_ALREADY_EXISTS"));
+        let bad = create_category(category("Not A Slug!", "", "")).await.expect_err("bad fields");
+        assert_eq!(violated_fields(&bad), vec!["category.slug", "category.name"]);
+        let orphan = create_category(category("orphan", "Orphan", "no-such-id")).await.expect_err("unknown parent");
+        assert_eq!(violated_fields(&orphan), vec!["category.parent_id"]);
+        let by_customer = stack.client.create_category(bearer(category("toys", "Toys", ""), &customer)).await.expect_err("customer");
+        assert_eq!(by_customer.code(), Code::PermissionDenied);
+
+        // Reads: one category, children of one, the whole subtree.
+        let got = stack.client.get_category(pb::GetCategoryRequest { category_id: kitchen.id.clone() }).await.expect("get").into_inner().category.expect("c");
+        assert_eq!((got.slug.as_str(), got.parent_id.as_str()), ("kitchen", home.id.as_str()));
+        let slugs = |page: pb::ListCategoriesResponse| page.categories.into_iter().map(|c| c.slug).collect::<Vec<_>>();
+        let roots = stack.client.list_categories(pb::ListCategoriesRequest::default()).await.expect("roots").into_inner();
+        assert_eq!(slugs(roots), ["garden", "home"]);
+        let children = stack.client.list_categories(pb::ListCategoriesRequest { parent_id: home.id.clone(), ..Default::default() }).await.expect("children").into_inner();
+        assert_eq!(slugs(children), ["kitchen"]);
+        let subtree = stack.client.list_categories(pb::ListCategoriesRequest { parent_id: home.id.clone(), include_descendants: true, ..Default::default() }).await.expect("subtree").into_inner();
+        assert_eq!(slugs(subtree), ["kitchen", "knives"]);
+
+        // Updates: rename with the etag, then the old etag is stale and the error names the new one.
+        let renamed = stack.client.update_category(bearer(category_update(pb::Category { id: kitchen.id.clone(), name: "Kitchen & dining".into(), etag: kitchen.etag.clone(), ..Default::default() }, &["name"]), &admin)).await.expect("rename").into_inner().category.expect("c");
+        assert_eq!(renamed.name, "Kitchen & dining");
+        assert_ne!(renamed.etag, kitchen.etag);
+        let stale = stack.client.update_category(bearer(category_update(pb::Category { id: kitchen.id.clone(), name: "Late".into(), etag: kitchen.etag.clone(), ..Default::default() }, &["name"]), &admin)).await.expect_err("stale");
+        assert_eq!((stale.code(), reason(&stale).as_str()), (Code::Aborted, "ETAG_MISMATCH"));
+        let info = stale.get_error_details().error_info().cloned().expect("error info");
+        assert_eq!(info.metadata.get("current_etag"), Some(&renamed.etag));
+        // Moving home under its own grandchild would make a cycle.
+        let cycle = stack.client.update_category(bearer(category_update(pb::Category { id: home.id.clone(), parent_id: knives.id.clone(), ..Default::default() }, &["parent_id"]), &admin)).await.expect_err("cycle");
+        assert_eq!((cycle.code(), reason(&cycle).as_str()), (Code::InvalidArgument, "CATEGORY_CYCLE"));
+        // Moving the kitchen under garden is fine; its knives come along.
+        stack.client.update_category(bearer(category_update(pb::Category { id: kitchen.id.clone(), parent_id: garden.id.clone(), ..Default::default() }, &["parent_id"]), &admin)).await.expect("move");
+        let garden_tree = stack.client.list_categories(pb::ListCategoriesRequest { parent_id: garden.id.clone(), include_descendants: true, ..Default::default() }).await.expect("moved").into_inner();
+        assert_eq!(slugs(garden_tree), ["kitchen", "knives"]);
+        let clash = stack.client.update_category(bearer(category_update(pb::Category { id: garden.id.clone(), slug: "home".into(), ..Default::default() }, &["slug"]), &admin)).await.expect_err("slug clash");
+        assert_eq!(reason(&clash), "SLUG_ALREADY_EXISTS");
+
+        // Deletes: refused while children use it, then leaf first.
+        let busy = stack.client.delete_category(bearer(pb::DeleteCategoryRequest { category_id: kitchen.id.clone(), etag: String::new() }, &admin)).await.expect_err("has children");
+        assert_eq!((busy.code(), reason(&busy).as_str()), (Code::FailedPrecondition, "CATEGORY_HAS_CHILDREN"));
+        stack.client.delete_category(bearer(pb::DeleteCategoryRequest { category_id: knives.id.clone(), etag: knives.etag.clone() }, &admin)).await.expect("delete leaf");
+        let gone = stack.client.get_category(pb::GetCategoryRequest { category_id: knives.id.clone() }).await.expect_err("deleted");
+        assert_eq!(gone.code(), Code::NotFound);
+        stack.client.delete_category(bearer(pb::DeleteCategoryRequest { category_id: kitchen.id.clone(), etag: String::new() }, &admin)).await.expect("now empty");
+        stack.stop().await;
+    }
+}

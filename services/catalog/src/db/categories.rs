@@ -58,10 +58,8 @@ fn result<T>(result: Result<T, TxError<CategoryError>>) -> Result<T, CategoryErr
 pub async fn create(conn: &mut DbConn, row: &CategoryRow) -> Result<(), CategoryError> {
     result(db_run!(conn, |c| {
         c.transaction(async |tx| {
-            diesel::insert_into(categories::table)
-                .values(row)
-                .execute(tx)
-                .await?;
+            // The parent is looked up first: the foreign key would refuse the insert with an
+            // error that names no field.
             if let Some(parent) = &row.parent_id {
                 let exists: Option<String> = categories::table
                     .find(parent)
@@ -73,6 +71,10 @@ pub async fn create(conn: &mut DbConn, row: &CategoryRow) -> Result<(), Category
                     return Err(TxError::Abort(CategoryError::UnknownParent));
                 }
             }
+            diesel::insert_into(categories::table)
+                .values(row)
+                .execute(tx)
+                .await?;
             Ok(())
         })
         .await
