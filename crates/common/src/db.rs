@@ -530,6 +530,30 @@ where
         .map_err(DbError::Migration)
 }
 
+/// Why a transaction body stopped: an answer of ours that rolls the transaction back
+/// (`Abort`), or the database's error.
+#[derive(Debug)]
+pub enum TxError<E> {
+    /// Roll back and answer with this.
+    Abort(E),
+    /// The database failed.
+    Diesel(diesel::result::Error),
+}
+
+impl<E> From<diesel::result::Error> for TxError<E> {
+    fn from(err: diesel::result::Error) -> Self {
+        TxError::Diesel(err)
+    }
+}
+
+/// True if `err` is a unique-constraint violation.
+pub fn is_unique_violation(err: &diesel::result::Error) -> bool {
+    matches!(
+        err,
+        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,8 +3,12 @@
 
 pub mod config;
 pub mod db;
+pub mod domain;
 pub mod error;
+pub mod gateway;
 pub mod grpc;
+pub mod peers;
+pub mod present;
 
 use std::future::Future;
 

@@ -1,0 +1,491 @@
+//! One unit of work of the checkout saga, refunds and cancellations, applied in one transaction:
+//! a guarded state change of the order (a conditional update that must match, so two workers or
+//! a worker and a request can never both move an order), the rows it creates or changes, its
+//! ledger entries, and the events describing every changed subject, appended last.
+
+use backbone_common::{
+    db::{DbConn, DbError},
+    db_run,
+};
+use chrono::NaiveDateTime;
+use diesel::{
+    ExpressionMethods as _, OptionalExtension as _, QueryDsl as _, SelectableHelper as _,
+};
+use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
+
+use super::{
+    TxError, invoice_record,
+    models::{
+        CreditNoteRow, InvoiceRow, LedgerEntryRow, OrderLineRow, OrderRow, PaymentRow, RefundRow,
+    },
+    order_record,
+    schema::{
+        cart_lines, carts, counters, credit_notes, events, idempotency_keys, invoices,
+        ledger_entries, order_lines, orders, payments, refunds,
+    },
+};
+use crate::{domain, present};
+
+/// A guarded change of an order.
+#[derive(Debug, Clone, Default)]
+pub struct OrderChange {
+    /// The order.
+    pub order_id: String,
+    /// Statuses it must be in (empty: any).
+    pub from: Vec<&'static str>,
+    /// New status.
+    pub status: Option<&'static str>,
+    /// New status reason.
+    pub status_reason: Option<String>,
+    /// New stock state.
+    pub stock_state: Option<&'static str>,
+    /// Stock state it must be in (None: any).
+    pub stock_from: Option<&'static str>,
+    /// Added to refunded_minor.
+    pub refunded_add: i64,
+    /// Set invoice id.
+    pub invoice_id: Option<String>,
+    /// Set payment id.
+    pub payment_id: Option<String>,
+    /// New lease.
+    pub locked_until: Option<NaiveDateTime>,
+}
+
+/// A guarded change of a payment.
+#[derive(Debug, Clone, Default)]
+pub struct PaymentChange {
+    /// The payment.
+    pub id: String,
+    /// Status it must be in.
+    pub from: &'static str,
+    /// New status.
+    pub status: Option<&'static str>,
+    /// Gateway id.
+    pub gateway_payment_id: Option<String>,
+    /// Failure reason.
+    pub failure_reason: Option<String>,
+    /// Added to refunded_minor.
+    pub refunded_add: i64,
+}
+
+/// A change of an invoice.
+#[derive(Debug, Clone, Default)]
+pub struct InvoiceChange {
+    /// The invoice.
+    pub id: String,
+    /// New status.
+    pub status: Option<&'static str>,
+    /// New paid amount.
+    pub paid_minor: Option<i64>,
+    /// Added to refunded_minor.
+    pub refunded_add: i64,
+}
+
+/// What an event is about.
+#[derive(Debug, Clone)]
+pub enum Subject {
+    /// An order.
+    Order(String),
+    /// A payment.
+    Payment(String),
+    /// An invoice.
+    Invoice(String),
+    /// A credit note.
+    CreditNote(String),
+}
+
+/// The answer stored under an idempotency key.
+#[derive(Debug, Clone)]
+pub struct StoredAnswer {
+    /// The caller.
+    pub caller_id: String,
+    /// The key.
+    pub request_key: String,
+    /// gRPC code (0 for OK).
+    pub status_code: i32,
+    /// The encoded response, or the encoded `google.rpc.Status` of the error.
+    pub response: Vec<u8>,
+}
+
+/// A new order, its lines, and the (caller, key) of the Checkout that creates it.
+#[derive(Debug, Clone)]
+pub struct NewOrder {
+    /// The order.
+    pub order: OrderRow,
+    /// Its lines.
+    pub lines: Vec<OrderLineRow>,
+    /// The idempotency key that made it.
+    pub key: Option<(String, String)>,
+}
+
+/// Everything one transaction does.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// A new order and its lines (with the key that created it, if any).
+    pub new_order: Option<NewOrder>,
+    /// The guarded order change.
+    pub order: Option<OrderChange>,
+    /// A new invoice (its number is taken here).
+    pub new_invoice: Option<InvoiceRow>,
+    /// A new payment.
+    pub new_payment: Option<PaymentRow>,
+    /// The guarded payment change.
+    pub payment: Option<PaymentChange>,
+    /// The invoice change.
+    pub invoice: Option<InvoiceChange>,
+    /// A new refund.
+    pub new_refund: Option<RefundRow>,
+    /// A refund leaving PENDING: (id, status, gateway refund id).
+    pub refund: Option<(String, &'static str, String)>,
+    /// A new credit note (its number is taken here).
+    pub new_credit_note: Option<CreditNoteRow>,
+    /// Balanced ledger entries.
+    pub ledger: Vec<LedgerEntryRow>,
+    /// Empty this customer's cart.
+    pub clear_cart: Option<String>,
+    /// Store this answer under its key.
+    pub answer: Option<StoredAnswer>,
+    /// Events: type and subject.
+    pub events: Vec<(&'static str, Subject)>,
+    /// Trace id of the call making the change.
+    pub trace_id: String,
+    /// When.
+    pub now: Option<NaiveDateTime>,
+}
+
+/// Why a plan was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// A guarded change matched nothing: someone else moved the order (or payment) first.
+    #[error("the order changed concurrently")]
+    Conflict,
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// Numbers `count` values from counter `name`; returns the first.
+macro_rules! take_numbers {
+    ($tx:expr, $name:expr, $count:expr) => {{
+        diesel::update(counters::table.find($name))
+            .set(counters::value.eq(counters::value + $count))
+            .execute(&mut *$tx)
+            .await?;
+        let last: i64 = counters::table
+            .find($name)
+            .select(counters::value)
+            .first(&mut *$tx)
+            .await?;
+        last - $count + 1
+    }};
+}
+
+/// Applies `plan` in one transaction.
+pub async fn apply(conn: &mut DbConn, plan: &Plan) -> Result<(), PlanError> {
+    let now = plan.now.unwrap_or_else(domain::now);
+    let result = db_run!(conn, |c| {
+        c.transaction(async |tx| {
+            // Writes come first, so the transaction holds the write lock from its first statement.
+            if let Some(NewOrder { order, lines, key }) = &plan.new_order {
+                diesel::insert_into(orders::table)
+                    .values(order)
+                    .execute(tx)
+                    .await?;
+                for line in lines {
+                    diesel::insert_into(order_lines::table)
+                        .values(line)
+                        .execute(tx)
+                        .await?;
+                }
+                if let Some((caller, request_key)) = key {
+                    diesel::update(idempotency_keys::table.find((caller, request_key)))
+                        .set(idempotency_keys::order_id.eq(Some(&order.id)))
+                        .execute(tx)
+                        .await?;
+                }
+            }
+            if let Some(change) = &plan.order {
+                let mut target = diesel::update(orders::table)
+                    .filter(orders::id.eq(&change.order_id))
+                    .into_boxed();
+                if !change.from.is_empty() {
+                    target = target.filter(orders::status.eq_any(&change.from));
+                }
+                if let Some(stock) = change.stock_from {
+                    target = target.filter(orders::stock_state.eq(stock));
+                }
+                let moved = target
+                    .set((
+                        orders::updated_at.eq(now),
+                        orders::refunded_minor.eq(orders::refunded_minor + change.refunded_add),
+                    ))
+                    .execute(tx)
+                    .await?;
+                if moved == 0 {
+                    return Err(TxError::Abort(()));
+                }
+                let id = &change.order_id;
+                if let Some(status) = change.status {
+                    diesel::update(orders::table.find(id))
+                        .set(orders::status.eq(status))
+                        .execute(tx)
+                        .await?;
+                }
+                if let Some(reason) = &change.status_reason {
+                    diesel::update(orders::table.find(id))
+                        .set(orders::status_reason.eq(reason))
+                        .execute(tx)
+                        .await?;
+                }
+                if let Some(stock) = change.stock_state {
+                    diesel::update(orders::table.find(id))
+                        .set(orders::stock_state.eq(stock))
+                        .execute(tx)
+                        .await?;
+                }
+                if let Some(invoice) = &change.invoice_id {
+                    diesel::update(orders::table.find(id))
+                        .set(orders::invoice_id.eq(Some(invoice)))
+                        .execute(tx)
+                        .await?;
+                }
+                if let Some(payment) = &change.payment_id {
+                    diesel::update(orders::table.find(id))
+                        .set(orders::payment_id.eq(Some(payment)))
+                        .execute(tx)
+                        .await?;
+                }
+                if let Some(until) = change.locked_until {
+                    diesel::update(orders::table.find(id))
+                        .set(orders::locked_until.eq(until))
+                        .execute(tx)
+                        .await?;
+                }
+            }
+            if let Some(change) = &plan.payment {
+                let moved = diesel::update(payments::table)
+                    .filter(payments::id.eq(&change.id))
+                    .filter(payments::status.eq(change.from))
+                    .set((
+                        payments::updated_at.eq(now),
+                        payments::refunded_minor.eq(payments::refunded_minor + change.refunded_add),
+                    ))
+                    .execute(tx)
+                    .await?;
+                if moved == 0 {
+                    return Err(TxError::Abort(()));
+                }
+                if let Some(status) = change.status {
+                    diesel::update(payments::table.find(&change.id))
+                        .set(payments::status.eq(status))
+                        .execute(tx)
+                        .await?;
+                }
+                if let Some(id) = &change.gateway_payment_id {
+                    diesel::update(payments::table.find(&change.id))
+                        .set(payments::gateway_payment_id.eq(id))
+                        .execute(tx)
+                        .await?;
+                }
+                if let Some(reason) = &change.failure_reason {
+                    diesel::update(payments::table.find(&change.id))
+                        .set(payments::failure_reason.eq(reason))
+                        .execute(tx)
+                        .await?;
+                }
+            }
+            if let Some(refund) = &plan.new_refund {
+                diesel::insert_into(refunds::table)
+                    .values(refund)
+                    .execute(tx)
+                    .await?;
+            }
+            if let Some((id, status, gateway_id)) = &plan.refund {
+                let moved = diesel::update(refunds::table)
+                    .filter(refunds::id.eq(id))
+                    .filter(refunds::status.eq(domain::RefundStatus::Pending.as_str()))
+                    .set((
+                        refunds::status.eq(*status),
+                        refunds::gateway_refund_id.eq(gateway_id),
+                        refunds::updated_at.eq(now),
+                    ))
+                    .execute(tx)
+                    .await?;
+                if moved == 0 {
+                    return Err(TxError::Abort(()));
+                }
+            }
+            if let Some(invoice) = &plan.new_invoice {
+                let n = take_numbers!(tx, "invoice", 1_i64);
+                let mut row = invoice.clone();
+                row.number = domain::document_number("INV", n);
+                diesel::insert_into(invoices::table)
+                    .values(&row)
+                    .execute(tx)
+                    .await?;
+            }
+            if let Some(payment) = &plan.new_payment {
+                diesel::insert_into(payments::table)
+                    .values(payment)
+                    .execute(tx)
+                    .await?;
+            }
+            if let Some(change) = &plan.invoice {
+                diesel::update(invoices::table.find(&change.id))
+                    .set((
+                        invoices::updated_at.eq(now),
+                        invoices::refunded_minor.eq(invoices::refunded_minor + change.refunded_add),
+                    ))
+                    .execute(tx)
+                    .await?;
+                if let Some(status) = change.status {
+                    diesel::update(invoices::table.find(&change.id))
+                        .set(invoices::status.eq(status))
+                        .execute(tx)
+                        .await?;
+                }
+                if let Some(paid) = change.paid_minor {
+                    diesel::update(invoices::table.find(&change.id))
+                        .set(invoices::paid_minor.eq(paid))
+                        .execute(tx)
+                        .await?;
+                }
+            }
+            if let Some(note) = &plan.new_credit_note {
+                let n = take_numbers!(tx, "credit_note", 1_i64);
+                let mut row = note.clone();
+                row.number = domain::document_number("CN", n);
+                diesel::insert_into(credit_notes::table)
+                    .values(&row)
+                    .execute(tx)
+                    .await?;
+            }
+            for entry in &plan.ledger {
+                diesel::insert_into(ledger_entries::table)
+                    .values(entry)
+                    .execute(tx)
+                    .await?;
+            }
+            if let Some(customer) = &plan.clear_cart {
+                diesel::delete(cart_lines::table.filter(cart_lines::customer_id.eq(customer)))
+                    .execute(tx)
+                    .await?;
+                diesel::update(carts::table.find(customer))
+                    .set(carts::updated_at.eq(now))
+                    .execute(tx)
+                    .await?;
+            }
+            if let Some(answer) = &plan.answer {
+                diesel::update(
+                    idempotency_keys::table.find((&answer.caller_id, &answer.request_key)),
+                )
+                .set((
+                    idempotency_keys::state.eq("DONE"),
+                    idempotency_keys::status_code.eq(Some(answer.status_code)),
+                    idempotency_keys::response.eq(Some(&answer.response)),
+                ))
+                .execute(tx)
+                .await?;
+            }
+            // Events last: their payloads show the state after every change above, and the
+            // counter row lock is held only for the end of the transaction.
+            if !plan.events.is_empty() {
+                let mut payloads = Vec::with_capacity(plan.events.len());
+                for (kind, subject) in &plan.events {
+                    let (id, payload) = match subject {
+                        Subject::Order(id) => {
+                            let record = order_record!(tx, id).await?;
+                            (
+                                id,
+                                record.map(|r| {
+                                    present::json("backbone.billing.v1.Order", &present::order(&r))
+                                }),
+                            )
+                        }
+                        Subject::Invoice(id) => {
+                            let record = invoice_record!(tx, id).await?;
+                            (
+                                id,
+                                record.map(|r| {
+                                    present::json(
+                                        "backbone.billing.v1.Invoice",
+                                        &present::invoice(&r),
+                                    )
+                                }),
+                            )
+                        }
+                        Subject::Payment(id) => {
+                            let row: Option<PaymentRow> = payments::table
+                                .find(id)
+                                .select(PaymentRow::as_select())
+                                .first(tx)
+                                .await
+                                .optional()?;
+                            (
+                                id,
+                                row.map(|r| {
+                                    present::json(
+                                        "backbone.billing.v1.Payment",
+                                        &present::payment(&r),
+                                    )
+                                }),
+                            )
+                        }
+                        Subject::CreditNote(id) => {
+                            let row: Option<CreditNoteRow> = credit_notes::table
+                                .find(id)
+                                .select(CreditNoteRow::as_select())
+                                .first(tx)
+                                .await
+                                .optional()?;
+                            (
+                                id,
+                                row.map(|r| {
+                                    present::json(
+                                        "backbone.billing.v1.CreditNote",
+                                        &present::credit_note(&r),
+                                    )
+                                }),
+                            )
+                        }
+                    };
+                    payloads.push((
+                        *kind,
+                        id.clone(),
+                        payload.unwrap_or_else(|| "{}".to_owned()),
+                    ));
+                }
+                let count = i64::try_from(payloads.len()).unwrap_or(i64::MAX);
+                let first = take_numbers!(tx, "event", count);
+                let rows: Vec<super::models::EventRow> = payloads
+                    .into_iter()
+                    .zip(first..)
+                    .map(
+                        |((kind, subject_id, payload), sequence)| super::models::EventRow {
+                            sequence,
+                            id: domain::new_id(),
+                            event_type: kind.to_owned(),
+                            subject_id,
+                            payload,
+                            trace_id: plan.trace_id.clone(),
+                            created_at: now,
+                        },
+                    )
+                    .collect();
+                for row in &rows {
+                    diesel::insert_into(events::table)
+                        .values(row)
+                        .execute(tx)
+                        .await?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    });
+    match result {
+        Ok(()) => Ok(()),
+        Err(TxError::Abort(())) => Err(PlanError::Conflict),
+        Err(TxError::Diesel(err)) => Err(PlanError::Db(err.into())),
+    }
+}
