@@ -69,7 +69,7 @@ async fn grpcurl_lists_describes_and_checks_health_of_each_service() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grpcurl_sees_unimplemented() {
+async fn grpcurl_sees_a_readable_unauthenticated_error() {
     let db = TestDb::new(Backend::Sqlite).await;
     let process = Process::start(Svc::Billing, &db.url, &[]);
     let addr = process.addr.to_string();
@@ -82,7 +82,8 @@ async fn grpcurl_sees_unimplemented() {
         "backbone.billing.v1.BillingService/GetCart",
     ]);
     assert!(!ok, "{answer}");
-    assert!(answer.contains("Unimplemented"), "{answer}");
+    assert!(answer.contains("Unauthenticated"), "{answer}");
+    assert!(answer.contains("TOKEN_REQUIRED"), "{answer}");
 }
 
 on_both_backends! {

@@ -83,6 +83,12 @@ pub enum BillingError {
         /// What can still be refunded.
         remaining_minor: i64,
     },
+    /// The order moved concurrently (another request or the recovery worker got there first).
+    #[error("the order changed concurrently; read it again")]
+    Conflict,
+    /// Another refund of the order is running.
+    #[error("another refund of this order is running; retry shortly")]
+    OrderBusy,
     /// The gateway refused the refund.
     #[error("the payment gateway refused the refund ({0})")]
     RefundRefused(String),
@@ -112,6 +118,8 @@ impl BillingError {
         !matches!(
             self,
             BillingError::IdempotencyKeyInUse
+                | BillingError::Conflict
+                | BillingError::OrderBusy
                 | BillingError::PeerUnavailable(_)
                 | BillingError::GatewayUnavailable
                 | BillingError::Peer(_)
@@ -204,6 +212,8 @@ impl From<BillingError> for Status {
                 err.to_string(),
                 [("remaining_minor".to_owned(), remaining_minor.to_string())],
             ),
+            BillingError::Conflict => reason(&err, Code::Aborted, "CONCURRENT_UPDATE"),
+            BillingError::OrderBusy => reason(&err, Code::Aborted, "ORDER_BUSY"),
             BillingError::RefundRefused(_) => {
                 reason(&err, Code::FailedPrecondition, "REFUND_REFUSED")
             }

@@ -9,11 +9,14 @@ pub mod gateway;
 pub mod grpc;
 pub mod peers;
 pub mod present;
+pub mod service;
 
-use std::future::Future;
+use std::{future::Future, sync::Arc, time::Duration};
 
 use backbone_common::{
     app::{self, AppError},
+    auth::{GrpcJwks, TokenVerifier},
+    client::lazy_channel,
     db::{Database, Migrations},
 };
 use backbone_proto::billing::billing_service_server::BillingServiceServer;
@@ -21,7 +24,12 @@ use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use tokio::net::TcpListener;
 use tonic::{server::NamedService, service::Routes};
 
-use crate::config::Config;
+use crate::{
+    config::Config,
+    gateway::{PaymentGateway, test::TestGateway},
+    peers::{Credentials, Peers},
+    service::{Billing, Settings},
+};
 
 static POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 static SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -51,19 +59,86 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
     let database = database(&config)?;
-    let routes = Routes::new(BillingServiceServer::new(grpc::BillingApi::new(
+    let channel = |url: &str, flag: &str| {
+        lazy_channel(url).map_err(|err| AppError::Config(format!("{flag}: {err}")))
+    };
+    let auth = channel(&config.auth_url, "--auth-url")?;
+    let catalog = channel(&config.catalog_url, "--catalog-url")?;
+    let verifier = TokenVerifier::new(
+        config.token.verifier_settings(),
+        GrpcJwks::new(auth.clone()),
+    );
+    let credentials = match (
+        &config.service_client_id,
+        &config.service_client_secret_file,
+        &config.service_client_secret,
+    ) {
+        (None, _, _) => {
+            tracing::warn!("no --service-client-id: checkout cannot reserve stock in catalog");
+            None
+        }
+        (Some(id), Some(path), _) => {
+            let secret = std::fs::read_to_string(path).map_err(|err| {
+                AppError::Config(format!(
+                    "--service-client-secret-file {}: {err}",
+                    path.display()
+                ))
+            })?;
+            Some(Credentials {
+                client_id: id.clone(),
+                client_secret: secret.trim().into(),
+            })
+        }
+        (Some(id), None, Some(secret)) => Some(Credentials {
+            client_id: id.clone(),
+            client_secret: secret.clone(),
+        }),
+        (Some(_), None, None) => {
+            return Err(AppError::Config(
+                "--service-client-id needs --service-client-secret-file (or --service-client-secret)".into(),
+            ));
+        }
+    };
+    let peers = Peers::new(catalog, auth, credentials, config.peer_timeout);
+    let gateway: Arc<dyn PaymentGateway> = Arc::new(TestGateway::new(database.clone()));
+    let billing = Billing::new(
         database.clone(),
+        peers,
+        gateway,
+        Settings {
+            reservation_ttl: config.reservation_ttl,
+            lease: config.saga_lease,
+            recovery_delay: config.recovery_delay,
+            gateway_timeout: config.gateway_timeout,
+            key_retention: config.idempotency_retention,
+        },
+    );
+    let worker = AbortOnDrop(tokio::spawn(service::recovery::run(
+        billing.clone(),
+        config.recovery_interval.max(Duration::from_millis(50)),
     )));
-    app::serve_with_database(
+    let routes = Routes::new(BillingServiceServer::new(grpc::BillingApi::new(billing)));
+    let served = app::serve_with_database(
         listener,
         routes,
         vec![SERVICE_NAME],
         database,
         config.server,
-        None,
+        Some(verifier),
         shutdown,
     )
-    .await
+    .await;
+    drop(worker);
+    served
+}
+
+/// Aborts a background task when the service stops.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The `migrate` subcommand.

@@ -225,6 +225,13 @@ pub async fn apply(conn: &mut DbConn, plan: &Plan) -> Result<(), PlanError> {
                     return Err(TxError::Abort(()));
                 }
                 let id = &change.order_id;
+                // Stock before status: a paid order must already show committed stock.
+                if let Some(stock) = change.stock_state {
+                    diesel::update(orders::table.find(id))
+                        .set(orders::stock_state.eq(stock))
+                        .execute(tx)
+                        .await?;
+                }
                 if let Some(status) = change.status {
                     diesel::update(orders::table.find(id))
                         .set(orders::status.eq(status))
@@ -234,12 +241,6 @@ pub async fn apply(conn: &mut DbConn, plan: &Plan) -> Result<(), PlanError> {
                 if let Some(reason) = &change.status_reason {
                     diesel::update(orders::table.find(id))
                         .set(orders::status_reason.eq(reason))
-                        .execute(tx)
-                        .await?;
-                }
-                if let Some(stock) = change.stock_state {
-                    diesel::update(orders::table.find(id))
-                        .set(orders::stock_state.eq(stock))
                         .execute(tx)
                         .await?;
                 }
