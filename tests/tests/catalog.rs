@@ -451,7 +451,7 @@ on_both_backends! {
     async fn categories_form_a_tree_that_refuses_cycles_stale_writes_and_busy_deletes(backend: Backend) {
         let mut stack = Stack::start(backend, &[]).await;
         let (admin, customer) = (stack.admin.clone(), stack.customer.clone());
-        let mut create_category = |request| {
+        let create_category = |request| {
             let (mut client, admin) = (stack.client.clone(), admin.clone());
             async move { client.create_category(bearer(request, &admin)).await.map(|r| r.into_inner().category.expect("category")) }
         };
