@@ -51,8 +51,8 @@ async fn start_billing(stack: &Stack, db: &TestDb) -> (InProcess, Billing) {
         catalog_url,
         "--service-client-id".into(),
         client_id,
-        "--service-client-secret".into(),
-        created.client_secret,
+        // `=`: a generated secret may start with '-'.
+        format!("--service-client-secret={}", created.client_secret),
         "--recovery-interval".into(),
         "100ms".into(),
         "--recovery-delay".into(),
