@@ -213,10 +213,29 @@ fn json_to_value(v: serde_json::Value) -> prost_types::Value {
 static POOL: LazyLock<Option<DescriptorPool>> =
     LazyLock::new(|| DescriptorPool::decode(backbone_proto::FILE_DESCRIPTOR_SET).ok());
 
-/// `message` (of proto type `full_name`) as canonical proto3 JSON.
-pub fn json<M: prost::Message>(full_name: &str, message: &M) -> String {
+/// A message events carry, with its proto name.
+pub trait EventSubject: prost::Message {
+    /// Fully qualified proto name.
+    const FULL_NAME: &'static str;
+}
+
+impl EventSubject for pb::Order {
+    const FULL_NAME: &'static str = "backbone.billing.v1.Order";
+}
+impl EventSubject for pb::Invoice {
+    const FULL_NAME: &'static str = "backbone.billing.v1.Invoice";
+}
+impl EventSubject for pb::Payment {
+    const FULL_NAME: &'static str = "backbone.billing.v1.Payment";
+}
+impl EventSubject for pb::CreditNote {
+    const FULL_NAME: &'static str = "backbone.billing.v1.CreditNote";
+}
+
+/// `message` as canonical proto3 JSON.
+pub fn json<M: EventSubject>(message: &M) -> String {
     POOL.as_ref()
-        .and_then(|pool| pool.get_message_by_name(full_name))
+        .and_then(|pool| pool.get_message_by_name(M::FULL_NAME))
         .and_then(|descriptor| {
             DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice()).ok()
         })
@@ -230,15 +249,12 @@ mod tests {
 
     #[test]
     fn payloads_are_canonical_proto_json() {
-        let text = json(
-            "backbone.billing.v1.Payment",
-            &pb::Payment {
-                id: "p1".into(),
-                status: pb::PaymentStatus::Succeeded as i32,
-                amount: Some(money("EUR", 1250)),
-                ..Default::default()
-            },
-        );
+        let text = json(&pb::Payment {
+            id: "p1".into(),
+            status: pb::PaymentStatus::Succeeded as i32,
+            amount: Some(money("EUR", 1250)),
+            ..Default::default()
+        });
         let value: serde_json::Value = serde_json::from_str(&text).expect("json");
         assert_eq!(value["id"], "p1");
         assert_eq!(value["status"], "PAYMENT_STATUS_SUCCEEDED");

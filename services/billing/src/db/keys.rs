@@ -11,9 +11,20 @@ use diesel::{
 };
 use diesel_async::RunQueryDsl as _;
 
-use super::{
-    is_unique_violation, models::IdempotencyRecord, plan::StoredAnswer, schema::idempotency_keys,
-};
+use super::{is_unique_violation, models::IdempotencyRecord, schema::idempotency_keys};
+
+/// The answer stored under an idempotency key.
+#[derive(Debug, Clone)]
+pub struct StoredAnswer {
+    /// The caller.
+    pub caller_id: String,
+    /// The key.
+    pub request_key: String,
+    /// gRPC code (0 for OK).
+    pub status_code: i32,
+    /// The encoded response, or the encoded `google.rpc.Status` of the error.
+    pub response: Vec<u8>,
+}
 
 /// What a claim found.
 #[derive(Debug, Clone)]
@@ -53,7 +64,8 @@ pub async fn claim(conn: &mut DbConn, record: &IdempotencyRecord) -> Result<Clai
         Err(err) if is_unique_violation(&err) => {
             match get(conn, &record.caller_id, &record.request_key).await? {
                 Some(existing) => Ok(Claim::Existing(existing)),
-                // Pruned in between: try once more.
+                // Pruned between the insert and the read: answered as still in use, so the
+                // client's retry claims it afresh.
                 None => Ok(Claim::Existing(record.clone())),
             }
         }

@@ -9,7 +9,8 @@ use backbone_common::{
 };
 use chrono::NaiveDateTime;
 use diesel::{
-    ExpressionMethods as _, OptionalExtension as _, QueryDsl as _, SelectableHelper as _,
+    AsChangeset, ExpressionMethods as _, OptionalExtension as _, QueryDsl as _,
+    SelectableHelper as _,
 };
 use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
 
@@ -39,8 +40,6 @@ pub struct OrderChange {
     pub status_reason: Option<String>,
     /// New stock state.
     pub stock_state: Option<&'static str>,
-    /// Stock state it must be in (None: any).
-    pub stock_from: Option<&'static str>,
     /// Added to refunded_minor.
     pub refunded_add: i64,
     /// Set invoice id.
@@ -94,19 +93,6 @@ pub enum Subject {
     CreditNote(String),
 }
 
-/// The answer stored under an idempotency key.
-#[derive(Debug, Clone)]
-pub struct StoredAnswer {
-    /// The caller.
-    pub caller_id: String,
-    /// The key.
-    pub request_key: String,
-    /// gRPC code (0 for OK).
-    pub status_code: i32,
-    /// The encoded response, or the encoded `google.rpc.Status` of the error.
-    pub response: Vec<u8>,
-}
-
 /// A new order, its lines, and the (caller, key) of the Checkout that creates it.
 #[derive(Debug, Clone)]
 pub struct NewOrder {
@@ -143,14 +129,44 @@ pub struct Plan {
     pub ledger: Vec<LedgerEntryRow>,
     /// Empty this customer's cart.
     pub clear_cart: Option<String>,
-    /// Store this answer under its key.
-    pub answer: Option<StoredAnswer>,
     /// Events: type and subject.
     pub events: Vec<(&'static str, Subject)>,
     /// Trace id of the call making the change.
     pub trace_id: String,
     /// When.
     pub now: Option<NaiveDateTime>,
+}
+
+/// The columns an order change sets; `None` leaves a column alone.
+#[derive(AsChangeset)]
+#[diesel(table_name = orders)]
+struct OrderSet<'a> {
+    status: Option<&'a str>,
+    status_reason: Option<&'a str>,
+    stock_state: Option<&'a str>,
+    invoice_id: Option<Option<&'a str>>,
+    payment_id: Option<Option<&'a str>>,
+    locked_until: Option<NaiveDateTime>,
+    updated_at: NaiveDateTime,
+}
+
+/// The columns a payment change sets.
+#[derive(AsChangeset)]
+#[diesel(table_name = payments)]
+struct PaymentSet<'a> {
+    status: Option<&'a str>,
+    gateway_payment_id: Option<&'a str>,
+    failure_reason: Option<&'a str>,
+    updated_at: NaiveDateTime,
+}
+
+/// The columns an invoice change sets.
+#[derive(AsChangeset)]
+#[diesel(table_name = invoices)]
+struct InvoiceSet<'a> {
+    status: Option<&'a str>,
+    paid_minor: Option<i64>,
+    updated_at: NaiveDateTime,
 }
 
 /// Why a plan was not applied.
@@ -211,12 +227,19 @@ pub async fn apply(conn: &mut DbConn, plan: &Plan) -> Result<(), PlanError> {
                 if !change.from.is_empty() {
                     target = target.filter(orders::status.eq_any(&change.from));
                 }
-                if let Some(stock) = change.stock_from {
-                    target = target.filter(orders::stock_state.eq(stock));
-                }
+                // One statement: the CHECKs see the row whole (a paid order with its stock
+                // committed), and the guard and the change cannot be split.
                 let moved = target
                     .set((
-                        orders::updated_at.eq(now),
+                        OrderSet {
+                            status: change.status,
+                            status_reason: change.status_reason.as_deref(),
+                            stock_state: change.stock_state,
+                            invoice_id: change.invoice_id.as_deref().map(Some),
+                            payment_id: change.payment_id.as_deref().map(Some),
+                            locked_until: change.locked_until,
+                            updated_at: now,
+                        },
                         orders::refunded_minor.eq(orders::refunded_minor + change.refunded_add),
                     ))
                     .execute(tx)
@@ -224,75 +247,24 @@ pub async fn apply(conn: &mut DbConn, plan: &Plan) -> Result<(), PlanError> {
                 if moved == 0 {
                     return Err(TxError::Abort(()));
                 }
-                let id = &change.order_id;
-                // Stock before status: a paid order must already show committed stock.
-                if let Some(stock) = change.stock_state {
-                    diesel::update(orders::table.find(id))
-                        .set(orders::stock_state.eq(stock))
-                        .execute(tx)
-                        .await?;
-                }
-                if let Some(status) = change.status {
-                    diesel::update(orders::table.find(id))
-                        .set(orders::status.eq(status))
-                        .execute(tx)
-                        .await?;
-                }
-                if let Some(reason) = &change.status_reason {
-                    diesel::update(orders::table.find(id))
-                        .set(orders::status_reason.eq(reason))
-                        .execute(tx)
-                        .await?;
-                }
-                if let Some(invoice) = &change.invoice_id {
-                    diesel::update(orders::table.find(id))
-                        .set(orders::invoice_id.eq(Some(invoice)))
-                        .execute(tx)
-                        .await?;
-                }
-                if let Some(payment) = &change.payment_id {
-                    diesel::update(orders::table.find(id))
-                        .set(orders::payment_id.eq(Some(payment)))
-                        .execute(tx)
-                        .await?;
-                }
-                if let Some(until) = change.locked_until {
-                    diesel::update(orders::table.find(id))
-                        .set(orders::locked_until.eq(until))
-                        .execute(tx)
-                        .await?;
-                }
             }
             if let Some(change) = &plan.payment {
                 let moved = diesel::update(payments::table)
                     .filter(payments::id.eq(&change.id))
                     .filter(payments::status.eq(change.from))
                     .set((
-                        payments::updated_at.eq(now),
+                        PaymentSet {
+                            status: change.status,
+                            gateway_payment_id: change.gateway_payment_id.as_deref(),
+                            failure_reason: change.failure_reason.as_deref(),
+                            updated_at: now,
+                        },
                         payments::refunded_minor.eq(payments::refunded_minor + change.refunded_add),
                     ))
                     .execute(tx)
                     .await?;
                 if moved == 0 {
                     return Err(TxError::Abort(()));
-                }
-                if let Some(status) = change.status {
-                    diesel::update(payments::table.find(&change.id))
-                        .set(payments::status.eq(status))
-                        .execute(tx)
-                        .await?;
-                }
-                if let Some(id) = &change.gateway_payment_id {
-                    diesel::update(payments::table.find(&change.id))
-                        .set(payments::gateway_payment_id.eq(id))
-                        .execute(tx)
-                        .await?;
-                }
-                if let Some(reason) = &change.failure_reason {
-                    diesel::update(payments::table.find(&change.id))
-                        .set(payments::failure_reason.eq(reason))
-                        .execute(tx)
-                        .await?;
                 }
             }
             if let Some(refund) = &plan.new_refund {
@@ -334,23 +306,15 @@ pub async fn apply(conn: &mut DbConn, plan: &Plan) -> Result<(), PlanError> {
             if let Some(change) = &plan.invoice {
                 diesel::update(invoices::table.find(&change.id))
                     .set((
-                        invoices::updated_at.eq(now),
+                        InvoiceSet {
+                            status: change.status,
+                            paid_minor: change.paid_minor,
+                            updated_at: now,
+                        },
                         invoices::refunded_minor.eq(invoices::refunded_minor + change.refunded_add),
                     ))
                     .execute(tx)
                     .await?;
-                if let Some(status) = change.status {
-                    diesel::update(invoices::table.find(&change.id))
-                        .set(invoices::status.eq(status))
-                        .execute(tx)
-                        .await?;
-                }
-                if let Some(paid) = change.paid_minor {
-                    diesel::update(invoices::table.find(&change.id))
-                        .set(invoices::paid_minor.eq(paid))
-                        .execute(tx)
-                        .await?;
-                }
             }
             if let Some(note) = &plan.new_credit_note {
                 let n = take_numbers!(tx, "credit_note", 1_i64);
@@ -376,45 +340,24 @@ pub async fn apply(conn: &mut DbConn, plan: &Plan) -> Result<(), PlanError> {
                     .execute(tx)
                     .await?;
             }
-            if let Some(answer) = &plan.answer {
-                diesel::update(
-                    idempotency_keys::table.find((&answer.caller_id, &answer.request_key)),
-                )
-                .set((
-                    idempotency_keys::state.eq("DONE"),
-                    idempotency_keys::status_code.eq(Some(answer.status_code)),
-                    idempotency_keys::response.eq(Some(&answer.response)),
-                ))
-                .execute(tx)
-                .await?;
-            }
             // Events last: their payloads show the state after every change above, and the
             // counter row lock is held only for the end of the transaction.
             if !plan.events.is_empty() {
                 let mut payloads = Vec::with_capacity(plan.events.len());
                 for (kind, subject) in &plan.events {
                     let (id, payload) = match subject {
-                        Subject::Order(id) => {
-                            let record = order_record!(tx, id).await?;
-                            (
-                                id,
-                                record.map(|r| {
-                                    present::json("backbone.billing.v1.Order", &present::order(&r))
-                                }),
-                            )
-                        }
-                        Subject::Invoice(id) => {
-                            let record = invoice_record!(tx, id).await?;
-                            (
-                                id,
-                                record.map(|r| {
-                                    present::json(
-                                        "backbone.billing.v1.Invoice",
-                                        &present::invoice(&r),
-                                    )
-                                }),
-                            )
-                        }
+                        Subject::Order(id) => (
+                            id,
+                            order_record!(tx, id)
+                                .await?
+                                .map(|r| present::json(&present::order(&r))),
+                        ),
+                        Subject::Invoice(id) => (
+                            id,
+                            invoice_record!(tx, id)
+                                .await?
+                                .map(|r| present::json(&present::invoice(&r))),
+                        ),
                         Subject::Payment(id) => {
                             let row: Option<PaymentRow> = payments::table
                                 .find(id)
@@ -422,15 +365,7 @@ pub async fn apply(conn: &mut DbConn, plan: &Plan) -> Result<(), PlanError> {
                                 .first(tx)
                                 .await
                                 .optional()?;
-                            (
-                                id,
-                                row.map(|r| {
-                                    present::json(
-                                        "backbone.billing.v1.Payment",
-                                        &present::payment(&r),
-                                    )
-                                }),
-                            )
+                            (id, row.map(|r| present::json(&present::payment(&r))))
                         }
                         Subject::CreditNote(id) => {
                             let row: Option<CreditNoteRow> = credit_notes::table
@@ -439,15 +374,7 @@ pub async fn apply(conn: &mut DbConn, plan: &Plan) -> Result<(), PlanError> {
                                 .first(tx)
                                 .await
                                 .optional()?;
-                            (
-                                id,
-                                row.map(|r| {
-                                    present::json(
-                                        "backbone.billing.v1.CreditNote",
-                                        &present::credit_note(&r),
-                                    )
-                                }),
-                            )
+                            (id, row.map(|r| present::json(&present::credit_note(&r))))
                         }
                     };
                     payloads.push((

@@ -22,9 +22,8 @@ use tonic::{Code, Status};
 
 use crate::{
     db::{
-        keys::{self, Claim},
+        keys::{self, Claim, StoredAnswer},
         models::IdempotencyRecord,
-        plan::StoredAnswer,
     },
     domain,
     error::BillingError,
