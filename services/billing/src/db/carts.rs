@@ -47,8 +47,8 @@ pub enum CartChange {
 /// How a change ended.
 #[derive(Debug, Clone)]
 pub enum CartOutcome {
-    /// Applied: the lines after it (and the stored answer, if a key was given).
-    Done(Vec<CartLineRow>, Vec<u8>),
+    /// Applied: the answer built from the lines after it (stored too, if a key was given).
+    Done(Vec<u8>),
     /// The key was used before: its record.
     Replay(IdempotencyRecord),
     /// The line or the cart would be too big.
@@ -218,12 +218,12 @@ pub async fn change(
                     .execute(tx)
                     .await?;
             }
-            Ok((lines, response))
+            Ok(response)
         })
         .await
     });
     match result {
-        Ok((lines, response)) => Ok(CartOutcome::Done(lines, response)),
+        Ok(response) => Ok(CartOutcome::Done(response)),
         Err(TxError::Abort(Stop::LimitExceeded)) => Ok(CartOutcome::LimitExceeded),
         Err(TxError::Abort(Stop::NotInCart)) => Ok(CartOutcome::NotInCart),
         Err(TxError::Abort(Stop::KeyUsed)) => {

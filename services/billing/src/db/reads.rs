@@ -2,7 +2,7 @@
 //! what the recovery worker must look at. Lists are keyset-paged on ids (UUIDv7, so time order)
 //! or event sequences.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use backbone_common::{
     db::{DbConn, DbError},
@@ -18,10 +18,13 @@ use diesel_async::RunQueryDsl as _;
 use super::{
     invoice_record,
     models::{
-        EventRow, InvoiceRecord, LedgerEntryRow, OrderRecord, OrderRow, PaymentRow, RefundRow,
+        CreditNoteRow, EventRow, InvoiceRecord, InvoiceRow, LedgerEntryRow, OrderLineRow,
+        OrderRecord, OrderRow, PaymentRow, RefundRow,
     },
     order_record,
-    schema::{events, invoices, ledger_entries, orders, payments, refunds},
+    schema::{
+        credit_notes, events, invoices, ledger_entries, order_lines, orders, payments, refunds,
+    },
 };
 use crate::domain::{OrderStatus, RefundStatus, StockState};
 
@@ -72,63 +75,97 @@ pub struct ListFilter {
     pub limit: i64,
 }
 
-/// Orders, newest first.
-pub async fn orders(conn: &mut DbConn, filter: &ListFilter) -> Result<Vec<OrderRecord>, DbError> {
-    let ids: Vec<String> = db_run!(conn, |c| {
-        let mut query = orders::table
-            .select(orders::id)
-            .order(orders::id.desc())
-            .limit(filter.limit)
-            .into_boxed();
-        if let Some(status) = &filter.status {
-            query = query.filter(orders::status.eq(status));
-        }
-        if let Some(customer) = &filter.customer_id {
-            query = query.filter(orders::customer_id.eq(customer));
-        }
-        if let Some(before) = &filter.before {
-            query = query.filter(orders::id.lt(before));
-        }
-        query.load(c).await
-    })?;
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        if let Some(record) = order(conn, &id).await? {
-            out.push(record);
-        }
-    }
-    Ok(out)
+/// A page of `$table` rows (`$row`) matching a [`ListFilter`], newest first. Orders and invoices
+/// share the filter columns (status, customer_id) and the UUIDv7 keyset on id.
+macro_rules! filtered_page {
+    ($conn:expr, $table:ident, $row:ty, $filter:expr) => {
+        db_run!($conn, |c| {
+            let filter: &ListFilter = $filter;
+            let mut query = $table::table
+                .select(<$row>::as_select())
+                .order($table::id.desc())
+                .limit(filter.limit)
+                .into_boxed();
+            if let Some(status) = &filter.status {
+                query = query.filter($table::status.eq(status));
+            }
+            if let Some(customer) = &filter.customer_id {
+                query = query.filter($table::customer_id.eq(customer));
+            }
+            if let Some(before) = &filter.before {
+                query = query.filter($table::id.lt(before));
+            }
+            query.load::<$row>(c).await
+        })
+    };
 }
 
-/// Invoices, newest first.
+/// The lines of these orders, by order id, in position order (one query).
+async fn lines_of(
+    conn: &mut DbConn,
+    order_ids: &[&str],
+) -> Result<HashMap<String, Vec<OrderLineRow>>, DbError> {
+    let rows: Vec<OrderLineRow> = db_run!(conn, |c| {
+        order_lines::table
+            .filter(order_lines::order_id.eq_any(order_ids))
+            .order((order_lines::order_id, order_lines::position))
+            .select(OrderLineRow::as_select())
+            .load(c)
+            .await
+    })?;
+    let mut by_order: HashMap<String, Vec<OrderLineRow>> = HashMap::new();
+    for row in rows {
+        by_order.entry(row.order_id.clone()).or_default().push(row);
+    }
+    Ok(by_order)
+}
+
+/// Orders, newest first, with their lines (two queries).
+pub async fn orders(conn: &mut DbConn, filter: &ListFilter) -> Result<Vec<OrderRecord>, DbError> {
+    let rows: Vec<OrderRow> = filtered_page!(conn, orders, OrderRow, filter)?;
+    let ids: Vec<&str> = rows.iter().map(|o| o.id.as_str()).collect();
+    let mut lines = lines_of(conn, &ids).await?;
+    Ok(rows
+        .into_iter()
+        .map(|order| OrderRecord {
+            lines: lines.remove(&order.id).unwrap_or_default(),
+            order,
+        })
+        .collect())
+}
+
+/// Invoices, newest first, with their lines and credit notes (three queries).
 pub async fn invoices(
     conn: &mut DbConn,
     filter: &ListFilter,
 ) -> Result<Vec<InvoiceRecord>, DbError> {
-    let ids: Vec<String> = db_run!(conn, |c| {
-        let mut query = invoices::table
-            .select(invoices::id)
-            .order(invoices::id.desc())
-            .limit(filter.limit)
-            .into_boxed();
-        if let Some(status) = &filter.status {
-            query = query.filter(invoices::status.eq(status));
-        }
-        if let Some(customer) = &filter.customer_id {
-            query = query.filter(invoices::customer_id.eq(customer));
-        }
-        if let Some(before) = &filter.before {
-            query = query.filter(invoices::id.lt(before));
-        }
-        query.load(c).await
+    let rows: Vec<InvoiceRow> = filtered_page!(conn, invoices, InvoiceRow, filter)?;
+    let order_ids: Vec<&str> = rows.iter().map(|i| i.order_id.as_str()).collect();
+    let mut lines = lines_of(conn, &order_ids).await?;
+    let invoice_ids: Vec<&str> = rows.iter().map(|i| i.id.as_str()).collect();
+    let notes: Vec<CreditNoteRow> = db_run!(conn, |c| {
+        credit_notes::table
+            .filter(credit_notes::invoice_id.eq_any(&invoice_ids))
+            .order(credit_notes::id)
+            .select(CreditNoteRow::as_select())
+            .load(c)
+            .await
     })?;
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        if let Some(record) = invoice(conn, &id).await? {
-            out.push(record);
-        }
+    let mut notes_by_invoice: HashMap<String, Vec<CreditNoteRow>> = HashMap::new();
+    for note in notes {
+        notes_by_invoice
+            .entry(note.invoice_id.clone())
+            .or_default()
+            .push(note);
     }
-    Ok(out)
+    Ok(rows
+        .into_iter()
+        .map(|invoice| InvoiceRecord {
+            lines: lines.remove(&invoice.order_id).unwrap_or_default(),
+            credit_notes: notes_by_invoice.remove(&invoice.id).unwrap_or_default(),
+            invoice,
+        })
+        .collect())
 }
 
 /// Which ledger entries.

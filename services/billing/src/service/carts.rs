@@ -113,22 +113,22 @@ impl Billing {
     /// Prices `ids` now; an unreachable catalog gives an unreachable pricing, not an error.
     pub async fn pricing(&self, caller: &Caller, ids: Vec<String>) -> Pricing {
         let peers = &self.inner.peers;
-        let products = match peers.products(caller.deadline, ids.clone()).await {
-            Ok(found) => found.products,
-            Err(err) => {
+        // Both reads at once: stock of an id catalog does not know is simply missing.
+        let (products, stock) = tokio::join!(
+            peers.products(caller.deadline, ids.clone()),
+            peers.stock(caller.deadline, ids)
+        );
+        let (products, available) = match (products, stock) {
+            (Ok(found), Ok(stock)) => (
+                found.products,
+                stock
+                    .stocks
+                    .into_iter()
+                    .map(|s| (s.product_id, s.available))
+                    .collect(),
+            ),
+            (Err(err), _) | (_, Err(err)) => {
                 tracing::warn!(error = %err, "cart priced without the catalog");
-                return Pricing::default();
-            }
-        };
-        let known: Vec<String> = products.iter().map(|p| p.id.clone()).collect();
-        let available = match peers.stock(caller.deadline, known).await {
-            Ok(stock) => stock
-                .stocks
-                .into_iter()
-                .map(|s| (s.product_id, s.available))
-                .collect(),
-            Err(err) => {
-                tracing::warn!(error = %err, "cart priced without stock levels");
                 return Pricing::default();
             }
         };
@@ -225,17 +225,12 @@ impl Billing {
             match pricing.product(product_id) {
                 None => {
                     return Err(self
-                        .store_error(
-                            caller,
-                            record.as_ref(),
-                            BillingError::NotFound { what: "product" },
-                        )
+                        .store_error(record.as_ref(), BillingError::NotFound { what: "product" })
                         .await);
                 }
                 Some(p) if p.status != catalog_pb::ProductStatus::Active as i32 => {
                     return Err(self
                         .store_error(
-                            caller,
                             record.as_ref(),
                             BillingError::ProductNotAvailable(product_id.clone()),
                         )
@@ -263,7 +258,10 @@ impl Billing {
         .map_err(BillingError::from)?;
         drop(conn);
         match outcome {
-            CartOutcome::Done(lines, _) => Ok(pricing.cart(&customer, &lines, Some(domain::now()))),
+            // The answer built inside the transaction, so a replay is byte for byte the same.
+            CartOutcome::Done(response) => pb::GetCartResponse::decode(response.as_slice())
+                .map(|r| r.cart.unwrap_or_default())
+                .map_err(|err| backbone_common::error::internal(&err)),
             CartOutcome::Replay(existing) => {
                 if record.as_ref().is_some_and(|r| {
                     r.fingerprint != existing.fingerprint || r.operation != existing.operation
@@ -273,11 +271,10 @@ impl Billing {
                 super::replay::<pb::GetCartResponse>(&existing).map(|r| r.cart.unwrap_or_default())
             }
             CartOutcome::LimitExceeded => Err(self
-                .store_error(caller, record.as_ref(), BillingError::CartLimitExceeded)
+                .store_error(record.as_ref(), BillingError::CartLimitExceeded)
                 .await),
             CartOutcome::NotInCart => Err(self
                 .store_error(
-                    caller,
                     record.as_ref(),
                     BillingError::NotFound { what: "cart line" },
                 )
@@ -288,7 +285,6 @@ impl Billing {
     /// Stores a business error under the key (best effort: a racing twin stores the same).
     async fn store_error(
         &self,
-        _caller: &Caller,
         record: Option<&IdempotencyRecord>,
         err: BillingError,
     ) -> tonic::Status {

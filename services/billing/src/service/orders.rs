@@ -7,6 +7,7 @@ use backbone_proto::billing as pb;
 use super::{Billing, Caller, RequestKey, page_cursor, page_size};
 use crate::{
     db::{
+        models::OrderRecord,
         plan::{InvoiceChange, OrderChange, Plan, Subject},
         reads::{self, ListFilter},
     },
@@ -29,37 +30,55 @@ pub struct ListRequest {
 }
 
 impl Billing {
-    /// The customer filter a caller may use: customers only their own.
-    fn list_scope(
+    /// The filter, page query and size of a list of `kind` the caller may read: customers only
+    /// their own; admins all, or one customer's.
+    fn list_filter(
         &self,
         caller: &Caller,
-        customer_id: &str,
-    ) -> Result<Option<String>, BillingError> {
-        if caller.is_admin() {
-            return Ok((!customer_id.is_empty()).then(|| customer_id.to_owned()));
-        }
-        let me = caller.customer()?;
-        if !customer_id.is_empty() && customer_id != me {
-            return Err(BillingError::PermissionDenied(
-                "customers list only their own orders and invoices",
-            ));
-        }
-        Ok(Some(me.to_owned()))
+        kind: &str,
+        request: &ListRequest,
+    ) -> Result<(ListFilter, String, i64), BillingError> {
+        let customer = if caller.is_admin() {
+            (!request.customer_id.is_empty()).then(|| request.customer_id.clone())
+        } else {
+            let me = caller.customer()?;
+            if !request.customer_id.is_empty() && request.customer_id != me {
+                return Err(BillingError::PermissionDenied(
+                    "customers list only their own orders and invoices",
+                ));
+            }
+            Some(me.to_owned())
+        };
+        let size = page_size(request.page_size)?;
+        let query = format!(
+            "{kind}|{}|{}",
+            request.status.unwrap_or(""),
+            customer.as_deref().unwrap_or("")
+        );
+        let filter = ListFilter {
+            status: request.status.map(str::to_owned),
+            customer_id: customer,
+            before: page_cursor(&query, &request.page_token)?,
+            limit: size + 1,
+        };
+        Ok((filter, query, size))
     }
 
-    /// One order the caller may see.
-    pub async fn order(&self, caller: &Caller, id: &str) -> Result<pb::Order, BillingError> {
+    /// One order with its lines, if the caller may see it (another customer's is NOT_FOUND).
+    async fn visible_order(&self, caller: &Caller, id: &str) -> Result<OrderRecord, BillingError> {
         if id.is_empty() {
             return Err(BillingError::field("order_id", "is required"));
         }
         let mut conn = self.conn().await?;
-        let record = reads::order(&mut conn, id).await?;
-        match record {
-            Some(r) if caller.is_admin() || r.order.customer_id == caller.id() => {
-                Ok(present::order(&r))
-            }
+        match reads::order(&mut conn, id).await? {
+            Some(r) if caller.is_admin() || r.order.customer_id == caller.id() => Ok(r),
             _ => Err(BillingError::NotFound { what: "order" }),
         }
+    }
+
+    /// One order the caller may see.
+    pub async fn order(&self, caller: &Caller, id: &str) -> Result<pb::Order, BillingError> {
+        Ok(present::order(&self.visible_order(caller, id).await?))
     }
 
     /// A page of orders, newest first.
@@ -68,25 +87,9 @@ impl Billing {
         caller: &Caller,
         request: &ListRequest,
     ) -> Result<(Vec<pb::Order>, String), BillingError> {
-        let customer = self.list_scope(caller, &request.customer_id)?;
-        let size = page_size(request.page_size)?;
-        let query = format!(
-            "orders|{}|{}",
-            request.status.unwrap_or(""),
-            customer.as_deref().unwrap_or("")
-        );
-        let before = page_cursor(&query, &request.page_token)?;
+        let (filter, query, size) = self.list_filter(caller, "orders", request)?;
         let mut conn = self.conn().await?;
-        let mut rows = reads::orders(
-            &mut conn,
-            &ListFilter {
-                status: request.status.map(str::to_owned),
-                customer_id: customer,
-                before,
-                limit: size + 1,
-            },
-        )
-        .await?;
+        let mut rows = reads::orders(&mut conn, &filter).await?;
         let next = next_token(&mut rows, size, &query, |r| r.order.id.clone());
         Ok((rows.iter().map(present::order).collect(), next))
     }
@@ -111,25 +114,9 @@ impl Billing {
         caller: &Caller,
         request: &ListRequest,
     ) -> Result<(Vec<pb::Invoice>, String), BillingError> {
-        let customer = self.list_scope(caller, &request.customer_id)?;
-        let size = page_size(request.page_size)?;
-        let query = format!(
-            "invoices|{}|{}",
-            request.status.unwrap_or(""),
-            customer.as_deref().unwrap_or("")
-        );
-        let before = page_cursor(&query, &request.page_token)?;
+        let (filter, query, size) = self.list_filter(caller, "invoices", request)?;
         let mut conn = self.conn().await?;
-        let mut rows = reads::invoices(
-            &mut conn,
-            &ListFilter {
-                status: request.status.map(str::to_owned),
-                customer_id: customer,
-                before,
-                limit: size + 1,
-            },
-        )
-        .await?;
+        let mut rows = reads::invoices(&mut conn, &filter).await?;
         let next = next_token(&mut rows, size, &query, |r| r.invoice.id.clone());
         Ok((rows.iter().map(present::invoice).collect(), next))
     }
@@ -143,22 +130,19 @@ impl Billing {
     ) -> Result<pb::Order, tonic::Status> {
         let response: pb::CancelOrderResponse = self
             .keyed(caller, "cancel", key, |_| async move {
-                let order = self.order(caller, id).await?;
-                let status = OrderStatus::parse(&{
-                    let mut conn = self.conn().await?;
-                    reads::order(&mut conn, id)
-                        .await?
-                        .map(|r| r.order.status)
-                        .unwrap_or_default()
-                });
+                let record = self.visible_order(caller, id).await?;
+                let status = OrderStatus::parse(&record.order.status);
                 match status {
                     Some(OrderStatus::Cancelled) => {
-                        return Ok(pb::CancelOrderResponse { order: Some(order) });
+                        return Ok(pb::CancelOrderResponse {
+                            order: Some(present::order(&record)),
+                        });
                     }
                     Some(s) if s.cancellable() => {}
                     Some(s) => return Err(BillingError::OrderNotCancellable(s.as_str())),
                     None => return Err(BillingError::NotFound { what: "order" }),
                 }
+                let order = &record.order;
                 let reason = if caller.is_admin() && order.customer_id != caller.id() {
                     reasons::CANCELLED_BY_ADMIN
                 } else {
@@ -179,14 +163,15 @@ impl Billing {
                     ..self.plan()
                 };
                 // A PAYMENT_FAILED order's invoice is already void.
-                if !order.invoice_id.is_empty() && status == Some(OrderStatus::Pending) {
+                if let (Some(invoice_id), Some(OrderStatus::Pending)) = (&order.invoice_id, status)
+                {
                     plan.invoice = Some(InvoiceChange {
-                        id: order.invoice_id.clone(),
+                        id: invoice_id.clone(),
                         status: Some(InvoiceStatus::Void.as_str()),
                         ..Default::default()
                     });
                     plan.events
-                        .push(("invoice.voided", Subject::Invoice(order.invoice_id.clone())));
+                        .push(("invoice.voided", Subject::Invoice(invoice_id.clone())));
                 }
                 self.apply(plan).await?;
                 self.release_stock(caller.deadline, id).await?;
