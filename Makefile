@@ -42,9 +42,21 @@ run: build ## Start auth, catalog and billing on SQLite under $(DATA_DIR) (SEED=
 	if [ -n "$(SEED)" ]; then
 	  ./target/debug/backbone-catalog seed --log-format text --database-url "sqlite://$(DATA_DIR)/catalog.db"
 	fi
+	# Billing's service account (role service), made once; its secret stays in a 0600 file.
+	account="$(DATA_DIR)/billing-client-id"; secret="$(DATA_DIR)/billing-client-secret"
+	if [ ! -s "$$account" ] || [ ! -s "$$secret" ]; then
+	  rm -f "$$account" "$$secret"
+	  ./target/debug/backbone-auth create-service-account \
+	    --log-format text --database-url "sqlite://$(DATA_DIR)/auth.db" \
+	    --display-name billing --secret-file "$$secret" > "$$account"
+	  echo "created billing's service account $$(cat "$$account") (secret in $$secret)"
+	fi
 	for entry in auth:50051 catalog:50052 billing:50053; do
 	  svc=$${entry%%:*}; port=$${entry##*:}
-	  extra=(); [ "$$svc" = auth ] && extra=(--key-encryption-key-file "$$kek" --dev-mode)
+	  extra=()
+	  [ "$$svc" = auth ] && extra=(--key-encryption-key-file "$$kek" --dev-mode)
+	  [ "$$svc" = billing ] && extra=(--auth-url "http://127.0.0.1:50051" --catalog-url "http://127.0.0.1:50052" \
+	    --service-client-id "$$(cat "$$account")" --service-client-secret-file "$$secret")
 	  ./target/debug/backbone-$$svc --log-format text \
 	    --listen-addr "$(RUN_HOST):$$port" --database-url "sqlite://$(DATA_DIR)/$$svc.db" "$${extra[@]}" &
 	  pids+=($$!)

@@ -10,7 +10,7 @@ use backbone_proto::{
 use tonic::transport::Channel;
 
 use crate::{
-    Backend, InProcess, Svc, TestDb,
+    Backend, InProcess, Mode, Process, Running, Svc, TestDb,
     auth_support::{self, AuthClient, bearer},
     wait_ready,
 };
@@ -22,9 +22,9 @@ pub type CatalogClient = CatalogServiceClient<Channel>;
 #[derive(Debug)]
 pub struct Stack {
     /// The auth service.
-    pub auth: InProcess,
+    pub auth: Running,
     /// The catalog service.
-    pub catalog: InProcess,
+    pub catalog: Running,
     /// The catalog's database.
     pub catalog_db: TestDb,
     /// Its client.
@@ -35,15 +35,32 @@ pub struct Stack {
     pub service: String,
     /// A customer's access token.
     pub customer: String,
-    _auth_db: TestDb,
+    /// How the services run.
+    pub mode: Mode,
+    /// The auth service's database.
+    pub auth_db: TestDb,
+    catalog_extra: Vec<String>,
 }
 
 impl Stack {
-    /// Starts both services on `backend` with extra catalog flags.
+    /// Starts both services in the test process on `backend` with extra catalog flags.
     pub async fn start(backend: Backend, extra: &[&str]) -> Self {
+        Self::start_in(backend, extra, Mode::InProcess).await
+    }
+
+    /// Starts both services on `backend`, run as `mode` says, with extra catalog flags.
+    pub async fn start_in(backend: Backend, extra: &[&str], mode: Mode) -> Self {
         let auth_db = TestDb::new(backend).await;
         let catalog_db = TestDb::new(backend).await;
-        let auth = InProcess::start_auth(&auth_db.url, &[]).await;
+        let auth = match &mode {
+            Mode::InProcess => Running::InProcess(InProcess::start_auth(&auth_db.url, &[]).await),
+            Mode::Processes(_) => Running::Process(Process::start_with_env(
+                Svc::Auth,
+                &auth_db.url,
+                &[],
+                &mode.env(),
+            )),
+        };
         let auth_channel = auth.channel().await;
         wait_ready(&auth_channel, Svc::Auth.grpc_name()).await;
         let mut auth_client = AuthClient::new(auth_channel);
@@ -68,44 +85,97 @@ impl Stack {
             .expect("service token")
             .into_inner()
             .access_token;
-        let auth_url = format!("http://{}", auth.addr);
-        let mut args = vec![
-            "backbone-catalog",
-            "--database-url",
-            &catalog_db.url,
+        let catalog_extra: Vec<String> = [
             "--auth-url",
-            &auth_url,
+            &auth.url(),
             "--reservation-sweep-interval",
             "100ms",
-        ];
-        args.extend_from_slice(extra);
-        let cli: backbone_catalog::config::Cli =
-            backbone_common::config::try_parse_from("CATALOG", args)
-                .expect("catalog test flags parse");
-        let config = cli.config;
-        let catalog = InProcess::launch(|listener, shutdown| {
-            backbone_catalog::run(config, listener, shutdown)
-        })
-        .await;
-        let channel = catalog.channel().await;
-        wait_ready(&channel, Svc::Catalog.grpc_name()).await;
+        ]
+        .iter()
+        .chain(extra)
+        .map(|s| (*s).to_owned())
+        .collect();
+        let catalog = start_catalog(&mode, &catalog_db, &catalog_extra, None).await;
+        let client = CatalogClient::new(catalog.channel().await);
         Self {
             auth,
             catalog,
             catalog_db,
-            client: CatalogClient::new(channel),
+            client,
             admin,
             service,
             customer,
-            _auth_db: auth_db,
+            mode,
+            auth_db,
+            catalog_extra,
         }
+    }
+
+    /// SIGKILLs the catalog process (a crash: nothing finishes, nothing is flushed).
+    pub fn kill_catalog(&mut self) {
+        self.catalog.process().kill();
+    }
+
+    /// Starts the catalog again on its address and database, after [`Stack::kill_catalog`].
+    pub async fn restart_catalog(&mut self) {
+        let addr = self.catalog.addr();
+        self.catalog = start_catalog(
+            &self.mode,
+            &self.catalog_db,
+            &self.catalog_extra,
+            Some(addr),
+        )
+        .await;
+        self.client = CatalogClient::new(self.catalog.channel().await);
     }
 
     /// Stops both services.
     pub async fn stop(self) {
-        self.catalog.stop().await.expect("catalog stops cleanly");
-        self.auth.stop().await.expect("auth stops cleanly");
+        self.catalog.stop().await;
+        self.auth.stop().await;
     }
+}
+
+/// Starts the catalog (on `addr` when given) and waits until it is SERVING.
+async fn start_catalog(
+    mode: &Mode,
+    db: &TestDb,
+    extra: &[String],
+    addr: Option<std::net::SocketAddr>,
+) -> Running {
+    let catalog = match mode {
+        Mode::InProcess => {
+            let mut args = vec!["backbone-catalog", "--database-url", &db.url];
+            args.extend(extra.iter().map(String::as_str));
+            let cli: backbone_catalog::config::Cli =
+                backbone_common::config::try_parse_from("CATALOG", args)
+                    .expect("catalog test flags parse");
+            let config = cli.config;
+            Running::InProcess(
+                InProcess::launch(|listener, shutdown| {
+                    backbone_catalog::run(config, listener, shutdown)
+                })
+                .await,
+            )
+        }
+        Mode::Processes(_) => {
+            let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+            let addr = addr.unwrap_or_else(|| {
+                format!("127.0.0.1:{}", crate::free_port())
+                    .parse()
+                    .expect("addr")
+            });
+            Running::Process(Process::start_on(
+                Svc::Catalog,
+                addr,
+                &db.url,
+                &extra,
+                &mode.env(),
+            ))
+        }
+    };
+    wait_ready(&catalog.channel().await, Svc::Catalog.grpc_name()).await;
+    catalog
 }
 
 /// Money in EUR cents.

@@ -9,6 +9,7 @@
 pub mod auth_support;
 pub mod catalog_support;
 pub mod oidc_support;
+pub mod otlp_support;
 
 use std::{
     net::SocketAddr,
@@ -155,6 +156,27 @@ impl Drop for TestDb {
             let _ = done.join();
         }
     }
+}
+
+/// A pool on a database a service has migrated, for a test that reads or locks its rows
+/// directly; ready when this returns.
+pub async fn open_database(
+    url: &str,
+    migrations: backbone_common::db::Migrations,
+) -> backbone_common::db::Database {
+    let args = backbone_common::config::DatabaseArgs {
+        db_pool_size: 2,
+        db_timeout: Duration::from_secs(5),
+    };
+    let database = backbone_common::db::Database::new(url, &args, migrations).expect("database");
+    // `conn()` waits for readiness, which the monitor sets.
+    tokio::spawn(database.clone().monitor());
+    let mut ready = database.readiness();
+    tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|r| *r))
+        .await
+        .expect("database ready in 10 s")
+        .expect("readiness watch");
+    database
 }
 
 /// Generates one `#[tokio::test]` per backend (`NAME::sqlite`, `NAME::postgres`) from a body
@@ -456,8 +478,18 @@ impl Process {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
-        let port = free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        Self::start_on(svc, addr, database_url, extra, env)
+    }
+
+    /// Like [`Process::start_with_env`], listening on `addr` (a restart on the same address).
+    pub fn start_on(
+        svc: Svc,
+        addr: SocketAddr,
+        database_url: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let log = tempfile::NamedTempFile::new().expect("log file");
         let stdout = log.reopen().expect("reopen log file");
         let mut command = Command::new(binary_path(svc.binary()));
@@ -498,6 +530,12 @@ impl Process {
         assert!(status.success(), "kill -TERM failed");
     }
 
+    /// Sends SIGKILL and reaps it: no shutdown, no flushing, as a crash or an OOM kill.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Everything the process wrote to stderr (call after it exited).
     pub fn stderr(&mut self) -> String {
         use std::io::Read as _;
@@ -528,5 +566,78 @@ impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// How a test runs the services.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// In the test process: `run()` on port-0 listeners.
+    #[default]
+    InProcess,
+    /// As real processes of the built binaries, with these extra environment variables (so a
+    /// test can kill one, or see each as its own OpenTelemetry `service.name`).
+    Processes(Vec<(String, String)>),
+}
+
+impl Mode {
+    /// The extra environment of processes.
+    pub fn env(&self) -> Vec<(&str, &str)> {
+        match self {
+            Mode::InProcess => Vec::new(),
+            Mode::Processes(env) => env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+        }
+    }
+}
+
+/// A service started either way.
+#[derive(Debug)]
+pub enum Running {
+    /// In the test process.
+    InProcess(InProcess),
+    /// A real process.
+    Process(Process),
+}
+
+impl Running {
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            Running::InProcess(service) => service.addr,
+            Running::Process(process) => process.addr,
+        }
+    }
+
+    /// Its `http://` URL, as other services' flags take it.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+
+    /// A channel to it.
+    pub async fn channel(&self) -> Channel {
+        channel(self.addr()).await
+    }
+
+    /// The process (panics for an in-process service).
+    pub fn process(&mut self) -> &mut Process {
+        match self {
+            Running::Process(process) => process,
+            Running::InProcess(_) => panic!("this service runs in the test process"),
+        }
+    }
+
+    /// Stops it gracefully (SIGTERM for a process) and checks it ended cleanly.
+    pub async fn stop(self) {
+        match self {
+            Running::InProcess(service) => service.stop().await.expect("stops cleanly"),
+            Running::Process(mut process) => {
+                process.terminate();
+                let code =
+                    tokio::task::spawn_blocking(move || process.wait_exit(Duration::from_secs(20)))
+                        .await
+                        .expect("wait for the process");
+                assert_eq!(code, Some(0), "the process exits 0 on SIGTERM");
+            }
+        }
     }
 }

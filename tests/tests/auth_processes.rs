@@ -1,6 +1,7 @@
 //! The auth binary as operators and developers meet it: `create-admin` reading the password
 //! from stdin, the README's grpcurl flow (sign up, log in, call with the token, refresh), and a
-//! full scenario whose complete debug log holds no password, token, secret or key.
+//! full scenario whose complete debug log holds no password, token, secret or key, and
+//! `create-service-account` writing credentials that IssueServiceToken accepts.
 
 #![allow(
     clippy::expect_used,
@@ -315,4 +316,64 @@ async fn a_full_scenario_logs_no_secret() {
     for (what, secret) in &secrets {
         assert!(!logs.contains(secret.as_str()), "the log contains a {what}");
     }
+}
+
+/// Runs `backbone-auth create-service-account` on `database_url`; returns success and stdout.
+fn create_service_account(database_url: &str, secret_file: &std::path::Path) -> (bool, String) {
+    let output = Command::new(binary_path("backbone-auth"))
+        .args([
+            "create-service-account",
+            "--display-name",
+            "billing",
+            "--secret-file",
+        ])
+        .arg(secret_file)
+        .args(["--database-url", database_url, "--log-format", "json"])
+        .output()
+        .expect("run create-service-account");
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_service_account_gives_credentials_that_issue_a_service_token() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let db = TestDb::new(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let secret_file = dir.path().join("billing-client-secret");
+
+    // Before the service ever ran: it migrates, prints the id, writes the secret 0600.
+    let (ok, said) = create_service_account(&db.url, &secret_file);
+    assert!(ok, "{said}");
+    let client_id = said.lines().next().expect("client id").trim().to_owned();
+    let secret = std::fs::read_to_string(&secret_file).expect("secret file");
+    assert!(!said.contains(&secret), "the secret is not printed");
+    let mode = std::fs::metadata(&secret_file)
+        .expect("metadata")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // An existing secret file is never overwritten, and no account is made.
+    let (ok, said) = create_service_account(&db.url, &secret_file);
+    assert!(!ok && said.contains("never overwritten"), "{said}");
+    assert_eq!(
+        std::fs::read_to_string(&secret_file).expect("secret file"),
+        secret
+    );
+
+    let process = Process::start(Svc::Auth, &db.url, &[]);
+    let channel = channel(process.addr).await;
+    wait_ready(&channel, Svc::Auth.grpc_name()).await;
+    let mut client = AuthClient::new(channel);
+    let token = client
+        .issue_service_token(pb::IssueServiceTokenRequest {
+            client_id,
+            client_secret: secret,
+        })
+        .await
+        .expect("a service token for the new account")
+        .into_inner();
+    assert_eq!(token.token_type, "Bearer");
+    assert!(!token.access_token.is_empty());
 }

@@ -46,6 +46,16 @@ pub enum Command {
         #[arg(long)]
         display_name: Option<String>,
     },
+    /// Create a service account with the `service` role (billing signs in with one). Prints its
+    /// client id; the secret goes to `--secret-file` (mode 0600; `-` prints it instead).
+    CreateServiceAccount {
+        /// Name for people.
+        #[arg(long)]
+        display_name: String,
+        /// Where to write the client secret. An existing file is never overwritten.
+        #[arg(long)]
+        secret_file: PathBuf,
+    },
 }
 
 /// Settings of the service.

@@ -150,3 +150,22 @@ pub async fn create_admin(
         .await
         .map_err(|err| AppError::Command(tonic::Status::from(err).message().to_owned()))
 }
+
+/// The `create-service-account` subcommand: migrates, then creates a service account with the
+/// `service` role (what billing signs in with). Returns its client id and its secret.
+pub async fn create_service_account(
+    config: &Config,
+    display_name: &str,
+) -> Result<(String, String), AppError> {
+    let database = database(config)?;
+    database.prepare().await?;
+    let created = async {
+        let mut conn = database.conn().await?;
+        let caller = service::Caller::command_line("create-service-account");
+        service::admin::create_service_account(&mut conn, &caller, display_name).await
+    };
+    let (account, secret) = created
+        .await
+        .map_err(|err| AppError::Command(tonic::Status::from(err).message().to_owned()))?;
+    Ok((account.id, secret))
+}

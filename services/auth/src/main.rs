@@ -1,7 +1,12 @@
 //! `backbone-auth`: parse the command line, start telemetry, then serve, migrate or create an
 //! administrator.
 
-use std::{io::IsTerminal as _, process::ExitCode};
+use std::{
+    io::{IsTerminal as _, Write as _},
+    os::unix::fs::OpenOptionsExt as _,
+    path::Path,
+    process::ExitCode,
+};
 
 use backbone_auth::config::{Cli, Command, ENV_PREFIX, SERVICE};
 use backbone_common::{
@@ -25,6 +30,10 @@ async fn main() -> ExitCode {
             email,
             display_name,
         } => create_admin(&cli, &email, display_name.as_deref()).await,
+        Command::CreateServiceAccount {
+            display_name,
+            secret_file,
+        } => create_service_account(&cli, &display_name, &secret_file).await,
     };
     let code = app::exit_code(result);
     telemetry.shutdown();
@@ -43,6 +52,41 @@ async fn create_admin(cli: &Cli, email: &str, display_name: Option<&str>) -> Res
             user.email, user.id
         );
     }
+    Ok(())
+}
+
+async fn create_service_account(
+    cli: &Cli,
+    display_name: &str,
+    secret_file: &Path,
+) -> Result<(), AppError> {
+    let to_stdout = secret_file == Path::new("-");
+    // Refuse before creating anything: an account whose secret was lost is of no use.
+    if !to_stdout && secret_file.exists() {
+        return Err(AppError::Command(format!(
+            "{} exists; the secret file is never overwritten",
+            secret_file.display()
+        )));
+    }
+    let (client_id, secret) =
+        backbone_auth::create_service_account(&cli.config, display_name).await?;
+    if to_stdout {
+        println!("{client_id}\n{secret}");
+        return Ok(());
+    }
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(secret_file)
+        .and_then(|mut file| file.write_all(secret.as_bytes()));
+    written.map_err(|err| {
+        AppError::Command(format!(
+            "writing the secret of service account {client_id} to {}: {err}",
+            secret_file.display()
+        ))
+    })?;
+    println!("{client_id}");
     Ok(())
 }
 

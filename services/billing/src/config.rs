@@ -82,6 +82,10 @@ pub struct Config {
     /// How long idempotency keys are kept (at least 24h).
     #[arg(long, value_parser = parse_retention, default_value = "24h")]
     pub idempotency_retention: Duration,
+    /// How long a request repeated under a key waits for the first run's answer (a caller's
+    /// shorter deadline wins); still running after that: ABORTED.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    pub idempotency_wait: Duration,
     #[command(flatten)]
     #[allow(missing_docs, reason = "clap flattens the documented fields")]
     pub token: TokenArgs,

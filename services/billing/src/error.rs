@@ -101,6 +101,9 @@ pub enum BillingError {
     /// A peer answered something billing cannot act on (logged; INTERNAL).
     #[error("unexpected answer from a peer service: {0}")]
     Peer(String),
+    /// Billing's own rows contradict each other (a bug or a hand edit; logged; INTERNAL).
+    #[error("billing's records are inconsistent: {0}")]
+    Inconsistent(String),
     /// The database failed; unreachable becomes UNAVAILABLE with RetryInfo, the rest INTERNAL.
     #[error(transparent)]
     Database(#[from] DbError),
@@ -123,6 +126,7 @@ impl BillingError {
                 | BillingError::PeerUnavailable(_)
                 | BillingError::GatewayUnavailable
                 | BillingError::Peer(_)
+                | BillingError::Inconsistent(_)
                 | BillingError::Database(_)
         )
     }
@@ -235,7 +239,7 @@ impl From<BillingError> for Status {
                 err.to_string(),
                 Duration::from_secs(1),
             ),
-            BillingError::Peer(_) => error::internal(&err),
+            BillingError::Peer(_) | BillingError::Inconsistent(_) => error::internal(&err),
             BillingError::Database(err) => Status::from(err),
         }
     }

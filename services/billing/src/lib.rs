@@ -111,6 +111,7 @@ pub async fn run(
             recovery_delay: config.recovery_delay,
             gateway_timeout: config.gateway_timeout,
             key_retention: config.idempotency_retention,
+            key_wait: config.idempotency_wait,
         },
     );
     let worker = AbortOnDrop(tokio::spawn(service::recovery::run(

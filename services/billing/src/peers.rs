@@ -129,7 +129,9 @@ impl Peers {
         }
     }
 
-    /// Runs `call` with a per-attempt timeout inside `deadline`, retrying UNAVAILABLE.
+    /// Runs `call` with a per-attempt timeout inside `deadline`, retrying UNAVAILABLE and calls
+    /// lost in transit (every call billing makes is idempotent: reads, and writes keyed by the
+    /// order id).
     async fn call<T, F, Fut>(
         &self,
         peer: &'static str,
@@ -148,7 +150,7 @@ impl Peers {
             }
             match tokio::time::timeout(timeout, call(timeout)).await {
                 Ok(Ok(response)) => return Ok(response.into_inner()),
-                Ok(Err(status)) if status.code() == Code::Unavailable => {
+                Ok(Err(status)) if status.code() == Code::Unavailable || lost(&status) => {
                     tracing::warn!(
                         peer,
                         attempt,
@@ -342,4 +344,11 @@ impl Peers {
             Err(err) => Err(err),
         }
     }
+}
+
+/// True when the call never got an answer: the connection broke while it was in flight (tonic
+/// reports UNKNOWN "transport error" with the transport's error as source; a status a server
+/// sends has no source). Whether the peer acted is unknown, as with UNAVAILABLE.
+fn lost(status: &Status) -> bool {
+    status.code() == Code::Unknown && std::error::Error::source(status).is_some()
 }

@@ -225,12 +225,7 @@ pub async fn create_admin(
     display_name: Option<&str>,
     password: &str,
 ) -> Result<(User, bool), AuthError> {
-    let caller = Caller {
-        client_address: "cli".into(),
-        user_agent: "backbone-auth create-admin".into(),
-        trace_id: backbone_common::trace::current_trace_id().unwrap_or_default(),
-        principal: None,
-    };
+    let caller = Caller::command_line("create-admin");
     let (_, normalized) =
         user::normalize_email(email).map_err(|reason| AuthError::field("email", reason))?;
     let mut conn = database.conn().await?;

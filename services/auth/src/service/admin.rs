@@ -1,6 +1,6 @@
 //! Administration: users and roles, service accounts and their tokens, signing keys, audit.
 
-use backbone_common::{auth::Role, error::FieldViolation, page};
+use backbone_common::{auth::Role, db::DbConn, error::FieldViolation, page};
 use backbone_proto::auth::Jwk;
 use subtle::ConstantTimeEq as _;
 
@@ -148,22 +148,8 @@ impl Auth {
         caller: &Caller,
         display_name: &str,
     ) -> Result<(ServiceAccount, String), AuthError> {
-        let name = user::check_display_name(display_name)
-            .map_err(|reason| AuthError::field("display_name", reason))?;
-        let secret = secrets::random_token();
-        let row = ServiceAccountRow {
-            id: domain::new_id(),
-            display_name: name,
-            secret_hash: secrets::token_hash(&secret),
-            roles: user::roles_to_text(&[Role::Service]),
-            creator_id: actor(caller),
-            created_at: domain::now(),
-            disabled: false,
-        };
-        let audit = caller.audit(AuditKind::ServiceAccountCreated, Some(&row.id));
         let mut conn = self.conn().await?;
-        db::service_accounts::create(&mut conn, &row, &audit.row()).await?;
-        Ok((row.into(), secret))
+        create_service_account(&mut conn, caller, display_name).await
     }
 
     /// OAuth client credentials: a short-lived access token with the `service` role.
@@ -239,4 +225,28 @@ impl Auth {
             next,
         ))
     }
+}
+
+/// Creates a service account with the `service` role (the API's and the CLI's way); returns it
+/// with its secret, which is never shown again.
+pub(crate) async fn create_service_account(
+    conn: &mut DbConn,
+    caller: &Caller,
+    display_name: &str,
+) -> Result<(ServiceAccount, String), AuthError> {
+    let name = user::check_display_name(display_name)
+        .map_err(|reason| AuthError::field("display_name", reason))?;
+    let secret = secrets::random_token();
+    let row = ServiceAccountRow {
+        id: domain::new_id(),
+        display_name: name,
+        secret_hash: secrets::token_hash(&secret),
+        roles: user::roles_to_text(&[Role::Service]),
+        creator_id: actor(caller),
+        created_at: domain::now(),
+        disabled: false,
+    };
+    let audit = caller.audit(AuditKind::ServiceAccountCreated, Some(&row.id));
+    db::service_accounts::create(conn, &row, &audit.row()).await?;
+    Ok((row.into(), secret))
 }

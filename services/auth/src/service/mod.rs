@@ -79,6 +79,16 @@ pub struct UserCaller {
 }
 
 impl Caller {
+    /// An operator running a `backbone-auth` subcommand (audited as such, with no principal).
+    pub fn command_line(subcommand: &str) -> Self {
+        Self {
+            client_address: "cli".into(),
+            user_agent: format!("backbone-auth {subcommand}"),
+            trace_id: backbone_common::trace::current_trace_id().unwrap_or_default(),
+            principal: None,
+        }
+    }
+
     /// The caller as a signed-in user; service accounts and anonymous callers are refused.
     pub fn user(&self) -> Result<UserCaller, AuthError> {
         match self.principal.as_deref() {

@@ -127,8 +127,9 @@ pub struct Plan {
     pub new_credit_note: Option<CreditNoteRow>,
     /// Balanced ledger entries.
     pub ledger: Vec<LedgerEntryRow>,
-    /// Empty this customer's cart.
-    pub clear_cart: Option<String>,
+    /// Take what an order bought out of its customer's cart: (customer, [(product, quantity)]).
+    /// Lines added or raised while the checkout ran keep the difference.
+    pub clear_cart: Option<(String, Vec<(String, i64)>)>,
     /// Events: type and subject.
     pub events: Vec<(&'static str, Subject)>,
     /// Trace id of the call making the change.
@@ -331,10 +332,19 @@ pub async fn apply(conn: &mut DbConn, plan: &Plan) -> Result<(), PlanError> {
                     .execute(tx)
                     .await?;
             }
-            if let Some(customer) = &plan.clear_cart {
-                diesel::delete(cart_lines::table.filter(cart_lines::customer_id.eq(customer)))
-                    .execute(tx)
-                    .await?;
+            if let Some((customer, bought)) = &plan.clear_cart {
+                for (product, quantity) in bought {
+                    let line = cart_lines::table
+                        .filter(cart_lines::customer_id.eq(customer))
+                        .filter(cart_lines::product_id.eq(product));
+                    diesel::delete(line.filter(cart_lines::quantity.le(quantity)))
+                        .execute(tx)
+                        .await?;
+                    diesel::update(line)
+                        .set(cart_lines::quantity.eq(cart_lines::quantity - quantity))
+                        .execute(tx)
+                        .await?;
+                }
                 diesel::update(carts::table.find(customer))
                     .set(carts::updated_at.eq(now))
                     .execute(tx)

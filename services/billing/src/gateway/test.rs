@@ -170,7 +170,8 @@ impl PaymentGateway for TestGateway {
                 .await
                 .map_err(|e| unavailable(&e))?;
             match request.method_token.as_str() {
-                TOKEN_TIMEOUT => Err(GatewayError::Timeout),
+                // Taken, and the answer never comes: billing's --gateway-timeout gives up.
+                TOKEN_TIMEOUT => std::future::pending().await,
                 TOKEN_PROCESSING_ERROR => Err(GatewayError::Unavailable(
                     "processing error (test gateway)".into(),
                 )),

@@ -479,7 +479,7 @@ impl Billing {
     ) -> Result<(), BillingError> {
         let order = &record.order;
         let (Some(invoice_id), Some(payment_id)) = (&order.invoice_id, &order.payment_id) else {
-            return Err(BillingError::Peer(format!(
+            return Err(BillingError::Inconsistent(format!(
                 "order {} has no invoice or payment",
                 order.id
             )));
@@ -540,7 +540,13 @@ impl Billing {
                 ..Default::default()
             }),
             ledger,
-            clear_cart: order.from_cart.then(|| order.customer_id.clone()),
+            clear_cart: order.from_cart.then(|| {
+                let bought = record
+                    .lines
+                    .iter()
+                    .map(|l| (l.product_id.clone(), l.quantity));
+                (order.customer_id.clone(), bought.collect())
+            }),
             events: vec![
                 ("payment.succeeded", Subject::Payment(payment_id.clone())),
                 ("invoice.paid", Subject::Invoice(invoice_id.clone())),

@@ -87,6 +87,8 @@ pub struct Settings {
     pub gateway_timeout: Duration,
     /// How long idempotency keys are kept (at least 24 hours).
     pub key_retention: Duration,
+    /// How long a repeat waits for the first run under its key to answer before ABORTED.
+    pub key_wait: Duration,
 }
 
 struct Inner {
@@ -180,6 +182,17 @@ pub struct Resume {
     pub order_id: Option<String>,
 }
 
+/// What [`Billing::claim`] found: the key is this run's, or the first run's answer is stored.
+enum Claimed {
+    Run(Resume),
+    Done(IdempotencyRecord),
+}
+
+/// Time kept back from the caller's deadline when waiting for a first run's answer.
+const KEY_WAIT_MARGIN: Duration = Duration::from_millis(100);
+/// The longest pause between two looks at a running key.
+const KEY_POLL_MAX: Duration = Duration::from_millis(200);
+
 impl Billing {
     /// The use cases.
     pub fn new(
@@ -206,8 +219,9 @@ impl Billing {
         &self.inner.settings
     }
 
-    /// Runs `work` at most once per (caller, key): a repeat gets the stored answer, a different
-    /// request under the key FAILED_PRECONDITION, a repeat while it runs ABORTED. "Try again"
+    /// Runs `work` at most once per (caller, key): a repeat gets the stored answer (waiting a
+    /// while for it if the first run is still going), a different request under the key
+    /// FAILED_PRECONDITION, a repeat while the first run is still going after the wait ABORTED. "Try again"
     /// answers are not stored (the key is freed) unless an order was already made under it.
     pub async fn keyed<R, F, Fut>(
         &self,
@@ -224,51 +238,10 @@ impl Billing {
         let Some(key) = key else {
             return work(Resume::default()).await.map_err(Status::from);
         };
-        let now = domain::now();
-        let record = IdempotencyRecord {
-            caller_id: caller.id().to_owned(),
-            request_key: key.key.clone(),
-            operation: operation.to_owned(),
-            fingerprint: key.fingerprint.clone(),
-            state: "RUNNING".into(),
-            order_id: None,
-            status_code: None,
-            response: None,
-            locked_until: domain::after(now, self.settings().lease),
-            created_at: now,
+        let resume = match self.claim(caller, operation, &key).await? {
+            Claimed::Run(resume) => resume,
+            Claimed::Done(first) => return replay(&first),
         };
-        let mut conn = self.conn().await?;
-        let resume = match keys::claim(&mut conn, &record)
-            .await
-            .map_err(BillingError::from)?
-        {
-            Claim::New => Resume::default(),
-            Claim::Existing(existing) => {
-                if existing.operation != operation || existing.fingerprint != key.fingerprint {
-                    return Err(BillingError::IdempotencyKeyReused.into());
-                }
-                if existing.state == "DONE" {
-                    return replay(&existing);
-                }
-                if existing.locked_until > now
-                    || !keys::take_over(
-                        &mut conn,
-                        caller.id(),
-                        &key.key,
-                        existing.locked_until,
-                        record.locked_until,
-                    )
-                    .await
-                    .map_err(BillingError::from)?
-                {
-                    return Err(BillingError::IdempotencyKeyInUse.into());
-                }
-                Resume {
-                    order_id: existing.order_id,
-                }
-            }
-        };
-        drop(conn);
         let result = work(resume).await;
         let mut conn = self.conn().await?;
         match result {
@@ -321,6 +294,75 @@ impl Billing {
                 }
                 Err(err.into())
             }
+        }
+    }
+
+    /// Claims `key` for a run, or answers for it: the stored answer once the first run is done,
+    /// IDEMPOTENCY_KEY_REUSED for another request. While the first run is still going the
+    /// repeat waits for its answer (up to `key_wait` and the caller's deadline, polling without
+    /// holding a connection), takes the key over if the first run's lease ran out, and only then
+    /// gives up with ABORTED.
+    async fn claim(
+        &self,
+        caller: &Caller,
+        operation: &str,
+        key: &RequestKey,
+    ) -> Result<Claimed, Status> {
+        let mut give_up = Instant::now() + self.settings().key_wait;
+        if let Some(deadline) = caller.deadline {
+            // Leave time to send the answer before the caller stops listening.
+            give_up = give_up.min(deadline.checked_sub(KEY_WAIT_MARGIN).unwrap_or(deadline));
+        }
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let now = domain::now();
+            let record = IdempotencyRecord {
+                caller_id: caller.id().to_owned(),
+                request_key: key.key.clone(),
+                operation: operation.to_owned(),
+                fingerprint: key.fingerprint.clone(),
+                state: "RUNNING".into(),
+                order_id: None,
+                status_code: None,
+                response: None,
+                locked_until: domain::after(now, self.settings().lease),
+                created_at: now,
+            };
+            let mut conn = self.conn().await?;
+            let existing = match keys::claim(&mut conn, &record)
+                .await
+                .map_err(BillingError::from)?
+            {
+                Claim::New => return Ok(Claimed::Run(Resume::default())),
+                Claim::Existing(existing) => existing,
+            };
+            if existing.operation != operation || existing.fingerprint != key.fingerprint {
+                return Err(BillingError::IdempotencyKeyReused.into());
+            }
+            if existing.state == "DONE" {
+                return Ok(Claimed::Done(existing));
+            }
+            if existing.locked_until <= now
+                && keys::take_over(
+                    &mut conn,
+                    caller.id(),
+                    &key.key,
+                    existing.locked_until,
+                    record.locked_until,
+                )
+                .await
+                .map_err(BillingError::from)?
+            {
+                return Ok(Claimed::Run(Resume {
+                    order_id: existing.order_id,
+                }));
+            }
+            drop(conn);
+            if Instant::now() + pause > give_up {
+                return Err(BillingError::IdempotencyKeyInUse.into());
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(KEY_POLL_MAX);
         }
     }
 

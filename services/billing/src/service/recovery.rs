@@ -25,22 +25,29 @@ use crate::{
 /// Orders and refunds settled per pass.
 const BATCH: i64 = 50;
 
+/// How often idempotency keys past their retention are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
 /// Runs passes every `every` until the task is dropped.
 pub async fn run(billing: Billing, every: Duration) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut passes: u64 = 0;
+    // Keys are pruned at the first pass that can reach the database, then about once a minute.
+    let mut next_prune = tokio::time::Instant::now();
     loop {
         ticker.tick().await;
-        if let Err(err) = billing.recover().await {
+        let passed = billing.recover().await;
+        if let Err(err) = &passed {
             tracing::warn!(error = %err, "recovery pass failed; retrying next tick");
         }
-        passes += 1;
-        // Keys are pruned about once a minute.
-        if passes.is_multiple_of((60_000 / every.as_millis().max(1) as u64).max(1)) {
+        if passed.is_ok() && tokio::time::Instant::now() >= next_prune {
             match billing.prune_keys().await {
-                Ok(0) => {}
-                Ok(pruned) => tracing::info!(pruned, "pruned idempotency keys"),
+                Ok(pruned) => {
+                    if pruned > 0 {
+                        tracing::info!(pruned, "pruned idempotency keys");
+                    }
+                    next_prune = tokio::time::Instant::now() + PRUNE_EVERY;
+                }
                 Err(err) => tracing::warn!(error = %err, "pruning idempotency keys failed"),
             }
         }
@@ -132,15 +139,16 @@ impl Billing {
         payment_id: Option<&str>,
     ) -> Result<(), BillingError> {
         let Some(payment_id) = payment_id else {
-            return Err(BillingError::Peer(format!(
+            return Err(BillingError::Inconsistent(format!(
                 "order {order_id} is PAYMENT_PENDING without a payment"
             )));
         };
         let gateway = &self.inner.gateway;
-        let known = gateway
-            .lookup(payment_id)
-            .await
-            .map_err(|_| BillingError::GatewayUnavailable)?;
+        let known =
+            tokio::time::timeout(self.settings().gateway_timeout, gateway.lookup(payment_id))
+                .await
+                .map_err(|_| BillingError::GatewayUnavailable)?
+                .map_err(|_| BillingError::GatewayUnavailable)?;
         let outcome = match known {
             Some(outcome) => outcome,
             None => {
