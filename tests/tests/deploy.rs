@@ -389,75 +389,57 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[test]
 fn a_broken_copy_fails_the_check() {
-    // A variable no binary reads (a typo of AUTH_LOG_FILTER).
-    let problems = problems_after(
-        "k8s/base/auth/configmap.yaml",
-        "AUTH_LOG_FILTER:",
-        "AUTH_LOG_FILTRE:",
-    );
-    assert!(
-        problems
-            .iter()
-            .any(|p| p.contains("AUTH_LOG_FILTRE is not a variable backbone-auth reads")),
-        "{problems:?}"
-    );
-    // A readiness probe asking for a health name catalog does not register.
-    let problems = problems_after(
-        "k8s/base/catalog/deployment.yaml",
-        "service: backbone.catalog.v1.CatalogService",
-        "service: backbone.catalog.v1.Catalog",
-    );
-    assert!(
-        problems.iter().any(|p| p
-            .contains("readinessProbe asks for health service \"backbone.catalog.v1.Catalog\"")),
-        "{problems:?}"
-    );
-    // A container port that is not the one billing listens on.
-    let problems = problems_after(
-        "k8s/base/billing/deployment.yaml",
-        "containerPort: 50053",
-        "containerPort: 8080",
-    );
-    assert!(
-        problems
-            .iter()
-            .any(|p| p.contains("container ports [8080], but it listens on 50053")),
-        "{problems:?}"
-    );
-    // The listen address moved without the ports.
-    let problems = problems_after(
-        "k8s/base/auth/configmap.yaml",
-        "0.0.0.0:50051",
-        "0.0.0.0:9000",
-    );
-    assert!(
-        problems.iter().any(|p| p.contains("listens on 9000")),
-        "{problems:?}"
-    );
-    // A writable root filesystem breaks the pod security check.
-    let problems = problems_after(
-        "k8s/base/billing/deployment.yaml",
-        "readOnlyRootFilesystem: true",
-        "readOnlyRootFilesystem: false",
-    );
-    assert!(
-        problems
-            .iter()
-            .any(|p| p.contains("Deployment/billing/billing: the root filesystem is writable")),
-        "{problems:?}"
-    );
-    // A privilege escalation likewise.
-    let problems = problems_after(
-        "k8s/base/auth/migrate-job.yaml",
-        "allowPrivilegeEscalation: false",
-        "allowPrivilegeEscalation: true",
-    );
-    assert!(
-        problems
-            .iter()
-            .any(|p| p.contains("Job/auth-migrate/migrate: allowPrivilegeEscalation is not false")),
-        "{problems:?}"
-    );
+    // (file, text, replaced by, the problem it must cause)
+    let breakages = [
+        // A variable no binary reads (a typo of AUTH_LOG_FILTER).
+        (
+            "k8s/base/auth/configmap.yaml",
+            "AUTH_LOG_FILTER:",
+            "AUTH_LOG_FILTRE:",
+            "AUTH_LOG_FILTRE is not a variable backbone-auth reads",
+        ),
+        // A readiness probe asking for a health name catalog does not register.
+        (
+            "k8s/base/catalog/deployment.yaml",
+            "service: backbone.catalog.v1.CatalogService",
+            "service: backbone.catalog.v1.Catalog",
+            "readinessProbe asks for health service \"backbone.catalog.v1.Catalog\"",
+        ),
+        // A container port that is not the one billing listens on.
+        (
+            "k8s/base/billing/deployment.yaml",
+            "containerPort: 50053",
+            "containerPort: 8080",
+            "container ports [8080], but it listens on 50053",
+        ),
+        // The listen address moved without the ports and probes.
+        (
+            "k8s/base/auth/configmap.yaml",
+            "0.0.0.0:50051",
+            "0.0.0.0:9000",
+            "livenessProbe port Some(Number(50051)), but it listens on 9000",
+        ),
+        // A writable root filesystem, and a privilege escalation, break the pod security check.
+        (
+            "k8s/base/billing/deployment.yaml",
+            "readOnlyRootFilesystem: true",
+            "readOnlyRootFilesystem: false",
+            "Deployment/billing/billing: the root filesystem is writable",
+        ),
+        (
+            "k8s/base/auth/migrate-job.yaml",
+            "allowPrivilegeEscalation: false",
+            "allowPrivilegeEscalation: true",
+            "Job/auth-migrate/migrate: allowPrivilegeEscalation is not false",
+        ),
+    ];
+    for (file, from, to, expected) in breakages {
+        let problems = problems_after(file, from, to);
+        assert!(
+            problems.iter().any(|p| p.contains(expected)),
+            "{file}: {from:?} -> {to:?} should report {expected:?}; got {problems:#?}"
+        );
+    }
 }
 
 #[test]
