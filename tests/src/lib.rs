@@ -159,7 +159,7 @@ impl Drop for TestDb {
 }
 
 /// A pool on a database a service has migrated, for a test that reads or locks its rows
-/// directly; ready when this returns.
+/// directly; ready when this returns, closed when dropped. Open it once per test.
 pub async fn open_database(
     url: &str,
     migrations: backbone_common::db::Migrations,
@@ -169,13 +169,15 @@ pub async fn open_database(
         db_timeout: Duration::from_secs(5),
     };
     let database = backbone_common::db::Database::new(url, &args, migrations).expect("database");
-    // `conn()` waits for readiness, which the monitor sets.
-    tokio::spawn(database.clone().monitor());
+    // `conn()` waits for readiness, which the monitor sets; once set, the monitor (which would
+    // hold the pool alive for the rest of the test binary) is stopped.
+    let monitor = tokio::spawn(database.clone().monitor());
     let mut ready = database.readiness();
     tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|r| *r))
         .await
         .expect("database ready in 10 s")
         .expect("readiness watch");
+    monitor.abort();
     database
 }
 

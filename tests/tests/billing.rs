@@ -139,9 +139,8 @@ async fn launch(mode: &Mode, db_url: &str, args: &[String]) -> Running {
 
 /// Billing's own books, read straight from its database: what the test gateway took and which
 /// orders stand how, whatever the API says.
-async fn books(db: &TestDb) -> (i64, Vec<(String, String, String)>) {
+async fn books(database: &Database) -> (i64, Vec<(String, String, String)>) {
     use backbone_billing::db::schema::{orders, test_gateway_charges as charges};
-    let database = open_database(&db.url, backbone_billing::MIGRATIONS).await;
     let mut conn = database.conn().await.expect("billing database");
     let charged: i64 = db_run!(&mut conn, |c| {
         charges::table
@@ -360,6 +359,7 @@ on_both_backends! {
         let mut stack = Stack::start(backend, &[]).await;
         let billing_db = TestDb::new(backend).await;
         let (billing, mut client) = BillingService::start(&stack, &billing_db, &[]).await;
+        let books_db = open_database(&billing_db.url, backbone_billing::MIGRATIONS).await;
         let (customer, admin) = (stack.customer.clone(), stack.admin.clone());
         let mug = create(&mut stack, product("MUG-20", "Mug", eur(1_200))).await;
         let lamp = create(&mut stack, product("LAMP-20", "Lamp", eur(3_000))).await;
@@ -385,7 +385,7 @@ on_both_backends! {
         let order = first.order.expect("order");
         assert_eq!((order.status, order.total), (pb::OrderStatus::Paid as i32, Some(eur(2_400))));
         // One order, one charge at the gateway, the stock taken once.
-        let (charged, orders) = books(&billing_db).await;
+        let (charged, orders) = books(&books_db).await;
         assert_eq!((charged, orders.len()), (1, 1));
         let level = stock(&mut stack, &mug.id).await;
         assert_eq!((level.on_hand, level.reserved), (3, 0));
@@ -396,7 +396,7 @@ on_both_backends! {
         // The same request under the key, later: the stored answer.
         let later = client.checkout(bearer(checkout("checkout-twenty-1", "tok_visa", &[]), &customer)).await.expect("replay").into_inner();
         assert_eq!(later.order.expect("order").id, order.id);
-        assert_eq!(books(&billing_db).await.0, 1);
+        assert_eq!(books(&books_db).await.0, 1);
         assert_eq!(all_orders(&mut client, &admin).await.len(), 1);
         assert_eq!(stock(&mut stack, &lamp.id).await.reserved, 0);
         ledger_is_clean(&mut client, &admin).await;
@@ -435,7 +435,7 @@ impl StockLock {
 }
 
 /// Polls billing's orders until one stands in `status`.
-async fn order_in(db: &TestDb, status: &str) -> String {
+async fn order_in(db: &Database, status: &str) -> String {
     for _ in 0..200 {
         if let Some((id, _, _)) = books(db).await.1.into_iter().find(|(_, s, _)| s == status) {
             return id;
@@ -450,6 +450,7 @@ on_both_backends! {
         let mut stack = Stack::start_in(backend, &[], Mode::Processes(Vec::new())).await;
         let billing_db = TestDb::new(backend).await;
         let (billing, mut client) = BillingService::start(&stack, &billing_db, &[]).await;
+        let books_db = open_database(&billing_db.url, backbone_billing::MIGRATIONS).await;
         let (customer, admin) = (stack.customer.clone(), stack.admin.clone());
         let shirt = create(&mut stack, product("SHIRT-OUT", "Shirt", eur(2_500))).await.id;
         stock_up(&mut stack, &shirt, 10).await;
@@ -460,7 +461,7 @@ on_both_backends! {
         let pending = tokio::spawn(async move {
             own.checkout(bearer(checkout("checkout-outage-1", "tok_visa", &[(&item, 2)]), &token)).await
         });
-        let order_id = order_in(&billing_db, "PENDING").await;
+        let order_id = order_in(&books_db, "PENDING").await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         stack.kill_catalog();
         lock.release().await;
@@ -469,7 +470,7 @@ on_both_backends! {
         // While catalog is down: refused at the price snapshot, nothing made.
         let down = client.checkout(bearer(checkout("checkout-outage-2", "tok_visa", &[(&shirt, 1)]), &customer)).await.expect_err("catalog down");
         assert_eq!(down.code(), Code::Unavailable);
-        let (charged, orders) = books(&billing_db).await;
+        let (charged, orders) = books(&books_db).await;
         assert_eq!(charged, 0, "nothing was charged");
         assert_eq!(orders.len(), 1);
         assert_eq!((orders[0].0.as_str(), orders[0].1.as_str()), (order_id.as_str(), "CANCELLED"));
@@ -480,7 +481,7 @@ on_both_backends! {
         let mut released = false;
         for _ in 0..100 {
             let level = stock(&mut stack, &shirt).await;
-            let (_, orders) = books(&billing_db).await;
+            let (_, orders) = books(&books_db).await;
             if level.reserved == 0 && orders[0].2 == "RELEASED" {
                 assert_eq!(level.on_hand, 10);
                 released = true;
@@ -492,7 +493,7 @@ on_both_backends! {
         // The key was freed: the same request now goes through, once.
         let paid = client.checkout(bearer(checkout("checkout-outage-1", "tok_visa", &[(&shirt, 2)]), &customer)).await.expect("retry").into_inner();
         assert_eq!(paid.order.expect("order").status, pb::OrderStatus::Paid as i32);
-        let (charged, orders) = books(&billing_db).await;
+        let (charged, orders) = books(&books_db).await;
         assert_eq!(charged, 1);
         assert!(orders.iter().filter(|o| o.1 == "PAID").all(|o| o.2 == "COMMITTED"));
         let level = stock(&mut stack, &shirt).await;
@@ -512,6 +513,7 @@ on_both_backends! {
         // tok_timeout: the gateway takes the charge and never answers; a long gateway timeout
         // keeps billing waiting between charge and commit, where it is killed.
         let (mut billing, client) = BillingService::start(&stack, &billing_db, &["--gateway-timeout", "60s"]).await;
+        let books_db = open_database(&billing_db.url, backbone_billing::MIGRATIONS).await;
         let (customer, admin) = (stack.customer.clone(), stack.admin.clone());
         let shirt = create(&mut stack, product("SHIRT-KILL", "Shirt", eur(2_500))).await.id;
         stock_up(&mut stack, &shirt, 10).await;
@@ -521,12 +523,12 @@ on_both_backends! {
             own.checkout(bearer(checkout("checkout-crash-1", "tok_timeout", &[(&item, 1)]), &token)).await
         });
         for _ in 0..200 {
-            if books(&billing_db).await.0 == 1 {
+            if books(&books_db).await.0 == 1 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        let (charged, orders) = books(&billing_db).await;
+        let (charged, orders) = books(&books_db).await;
         assert_eq!(charged, 1, "the gateway took the charge");
         billing.running.process().kill();
         assert!(pending.await.expect("task").is_err(), "the caller lost its answer");
@@ -540,14 +542,14 @@ on_both_backends! {
         assert_eq!(order.status, pb::OrderStatus::Paid as i32);
         let level = stock(&mut stack, &shirt).await;
         assert_eq!((level.on_hand, level.reserved), (9, 0));
-        assert_eq!(books(&billing_db).await.0, 1, "charged once");
+        assert_eq!(books(&books_db).await.0, 1, "charged once");
         let check = ledger_is_clean(&mut client, &admin).await;
         assert_eq!(check.entry_count, 4);
         // The customer's retry under the key (its lease long gone) answers with the paid order.
         let retry = client.checkout(bearer(checkout("checkout-crash-1", "tok_timeout", &[(&shirt, 1)]), &customer)).await.expect("retry").into_inner();
         let retried = retry.order.expect("order");
         assert_eq!((retried.id.as_str(), retried.status), (order.id.as_str(), pb::OrderStatus::Paid as i32));
-        assert_eq!(books(&billing_db).await.0, 1);
+        assert_eq!(books(&books_db).await.0, 1);
 
         billing.running.stop().await;
         stack.stop().await;
@@ -670,8 +672,8 @@ on_both_backends! {
         let order = settled(&mut client, &customer, &pending.order.expect("order").id).await;
         assert_eq!((order.status, order.status_reason.as_str()), (pb::OrderStatus::PaymentFailed as i32, "RESERVATION_EXPIRED"));
         // The money went back in full, the stock was never taken, the books balance.
-        let database = open_database(&billing_db.url, backbone_billing::MIGRATIONS).await;
-        let mut conn = database.conn().await.expect("billing database");
+        let books_db = open_database(&billing_db.url, backbone_billing::MIGRATIONS).await;
+        let mut conn = books_db.conn().await.expect("billing database");
         let (amount, refunded): (i64, i64) = db_run!(&mut conn, |c| {
             charges::table.select((charges::amount_minor, charges::refunded_minor)).first(c).await
         })
