@@ -57,22 +57,23 @@ run: build ## Start auth, catalog and billing on SQLite under $(DATA_DIR) (SEED=
 	    --display-name billing --secret-file "$$secret" > "$$account"
 	  echo "created billing's service account $$(cat "$$account") (secret in $$secret)"
 	fi
-	for entry in auth:50051 catalog:50052 billing:50053; do
-	  svc=$${entry%%:*}; port=$${entry##*:}
+	for entry in auth:50051:9091 catalog:50052:9092 billing:50053:9093; do
+	  IFS=: read -r svc port admin <<< "$$entry"
 	  extra=()
 	  [ "$$svc" = auth ] && extra=(--key-encryption-key-file "$$kek" --dev-mode)
 	  [ "$$svc" = billing ] && extra=(--auth-url "http://127.0.0.1:50051" --catalog-url "http://127.0.0.1:50052" \
 	    --service-client-id "$$(cat "$$account")" --service-client-secret-file "$$secret")
 	  ./target/debug/backbone-$$svc --log-format text \
-	    --listen-addr "$(RUN_HOST):$$port" --database-url "sqlite://$(DATA_DIR)/$$svc.db" "$${extra[@]}" &
+	    --listen-addr "$(RUN_HOST):$$port" --admin-addr "$(RUN_HOST):$$admin" \
+	    --database-url "sqlite://$(DATA_DIR)/$$svc.db" "$${extra[@]}" &
 	  pids+=($$!)
 	done
 	sleep 1
 	echo
 	echo "Backbone is running (Ctrl-C stops it):"
-	echo "  auth     $(RUN_HOST):50051  backbone.auth.v1.AuthService"
-	echo "  catalog  $(RUN_HOST):50052  backbone.catalog.v1.CatalogService"
-	echo "  billing  $(RUN_HOST):50053  backbone.billing.v1.BillingService"
+	echo "  auth     $(RUN_HOST):50051  backbone.auth.v1.AuthService        metrics http://$(RUN_HOST):9091/metrics"
+	echo "  catalog  $(RUN_HOST):50052  backbone.catalog.v1.CatalogService  metrics http://$(RUN_HOST):9092/metrics"
+	echo "  billing  $(RUN_HOST):50053  backbone.billing.v1.BillingService  metrics http://$(RUN_HOST):9093/metrics"
 	echo "Try:  grpcurl -plaintext $(RUN_HOST):50052 list"
 	echo "      grpcurl -plaintext -d '{\"service\":\"backbone.catalog.v1.CatalogService\"}' $(RUN_HOST):50052 grpc.health.v1.Health/Check"
 	echo "An administrator (password asked on the terminal):"

@@ -10,6 +10,7 @@ pub mod auth_support;
 pub mod catalog_support;
 pub mod oidc_support;
 pub mod otlp_support;
+pub mod pki_support;
 
 use std::{
     net::SocketAddr,

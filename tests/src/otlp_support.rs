@@ -1,5 +1,6 @@
-//! A real OTLP trace receiver for the tests: the collector's gRPC `TraceService` (server stubs
-//! from `opentelemetry-proto`) on a port-0 listener, keeping every span it is sent.
+//! A real OTLP receiver for the tests: the collector's gRPC `TraceService` and `MetricsService`
+//! (server stubs from `opentelemetry-proto`) on a port-0 listener, keeping every span and the
+//! name of every metric it is sent.
 
 use std::{
     net::SocketAddr,
@@ -7,6 +8,10 @@ use std::{
 };
 
 use opentelemetry_proto::tonic::{
+    collector::metrics::v1::{
+        ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+        metrics_service_server::{MetricsService, MetricsServiceServer},
+    },
     collector::trace::v1::{
         ExportTraceServiceRequest, ExportTraceServiceResponse,
         trace_service_server::{TraceService, TraceServiceServer},
@@ -36,6 +41,48 @@ pub struct ReceivedSpan {
 #[derive(Debug, Clone, Default)]
 struct Collector {
     spans: Arc<Mutex<Vec<ReceivedSpan>>>,
+    /// (`service.name`, metric name) of every metric received.
+    metrics: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+fn service_name(resource: Option<&opentelemetry_proto::tonic::resource::v1::Resource>) -> String {
+    resource
+        .iter()
+        .flat_map(|r| &r.attributes)
+        .find(|a| a.key == "service.name")
+        .and_then(|a| a.value.as_ref()?.value.as_ref())
+        .map(|v| match v {
+            Value::StringValue(s) => s.clone(),
+            other => format!("{other:?}"),
+        })
+        .unwrap_or_default()
+}
+
+#[tonic::async_trait]
+impl MetricsService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        let mut received = Vec::new();
+        for resource_metrics in request.into_inner().resource_metrics {
+            let service = service_name(resource_metrics.resource.as_ref());
+            for metric in resource_metrics
+                .scope_metrics
+                .into_iter()
+                .flat_map(|s| s.metrics)
+            {
+                received.push((service.clone(), metric.name));
+            }
+        }
+        self.metrics
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(received);
+        Ok(tonic::Response::new(ExportMetricsServiceResponse {
+            partial_success: None,
+        }))
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -50,17 +97,7 @@ impl TraceService for Collector {
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let mut received = Vec::new();
         for resource_spans in request.into_inner().resource_spans {
-            let service = resource_spans
-                .resource
-                .iter()
-                .flat_map(|r| &r.attributes)
-                .find(|a| a.key == "service.name")
-                .and_then(|a| a.value.as_ref()?.value.as_ref())
-                .map(|v| match v {
-                    Value::StringValue(s) => s.clone(),
-                    other => format!("{other:?}"),
-                })
-                .unwrap_or_default();
+            let service = service_name(resource_spans.resource.as_ref());
             for span in resource_spans.scope_spans.into_iter().flat_map(|s| s.spans) {
                 received.push(ReceivedSpan {
                     service: service.clone(),
@@ -98,10 +135,12 @@ impl OtlpReceiver {
             .expect("bind the OTLP receiver");
         let addr = listener.local_addr().expect("local addr");
         let collector = Collector::default();
-        let service = TraceServiceServer::new(collector.clone());
+        let traces = TraceServiceServer::new(collector.clone());
+        let metrics = MetricsServiceServer::new(collector.clone());
         let server = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
-                .add_service(service)
+                .add_service(traces)
+                .add_service(metrics)
                 .serve_with_incoming(TcpListenerStream::new(listener))
                 .await;
         });
@@ -117,14 +156,25 @@ impl OtlpReceiver {
         format!("http://{}", self.addr)
     }
 
-    /// The environment that points a service's trace export here, exporting every 100 ms.
+    /// The environment that points a service's trace and metric export here, exporting spans
+    /// every 100 ms and metrics every 200 ms.
     pub fn env(&self) -> Vec<(String, String)> {
         vec![
             ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), self.endpoint()),
             ("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "grpc".into()),
             ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
+            ("OTEL_METRIC_EXPORT_INTERVAL".into(), "200".into()),
             ("OTEL_TRACES_SAMPLER".into(), "parentbased_always_on".into()),
         ]
+    }
+
+    /// (`service.name`, metric name) of every metric received so far.
+    pub fn metrics(&self) -> Vec<(String, String)> {
+        self.collector
+            .metrics
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Every span received so far.

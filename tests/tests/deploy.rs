@@ -1,8 +1,10 @@
 //! The Kubernetes manifests agree with the binaries: every overlay renders with `kubectl
 //! kustomize`; every environment variable a Backbone container gets (inline or from its
 //! ConfigMap) is a flag that binary reads (or a standard `OTEL_*` variable); liveness asks for
-//! `""`, readiness for the service's own health name, and every probe, container port and
-//! Service target is the port the binary listens on; every pod template meets the "restricted"
+//! `""`, readiness for the service's own health name, both on the plaintext admin port; the
+//! container ports are the gRPC and admin ports the binary listens on and every Service targets a
+//! port of its pods; every file a `*_FILE` variable names is in a serving container's volume mount; every pod
+//! template meets the "restricted"
 //! Pod Security Standard with a read-only root filesystem. A deliberately broken copy of the
 //! manifests shows each check failing.
 
@@ -185,32 +187,52 @@ fn check(objects: &[Value]) -> Vec<String> {
                     ));
                 }
             }
-            // The port it listens on.
-            let listen = format!("{}_LISTEN_ADDR", binary.prefix);
-            let port = match env.iter().find(|(name, _)| *name == listen) {
-                Some((_, Some(addr))) => {
-                    addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok())
+            // The ports it listens on: gRPC, and the admin port the probes and scrapers use.
+            let literal_port = |flag: &str, default: Option<u16>| {
+                let name = format!("{}_{flag}", binary.prefix);
+                match env.iter().find(|(n, _)| *n == name) {
+                    Some((_, Some(addr))) => addr
+                        .rsplit(':')
+                        .next()
+                        .and_then(|p| p.parse::<u16>().ok())
+                        .ok_or(format!("{name} is not a literal host:port")),
+                    Some((_, None)) => Err(format!("{name} is not a literal host:port")),
+                    None => default.ok_or(format!("no {name}: the probes need the admin port")),
                 }
-                Some((_, None)) => None,
-                None => Some(binary.default_port),
-            };
-            let Some(port) = port else {
-                problems.push(format!("{where_}: {listen} is not a literal host:port"));
-                continue;
             };
             let serves = items(container, "args")
                 .next()
                 .and_then(Value::as_str)
                 .is_none_or(|a| a == "serve");
             if !serves {
+                // `migrate` opens only the database.
                 continue;
             }
-            let declared: Vec<u64> = items(container, "ports")
+            problems.extend(files_are_mounted(&where_, container, &env));
+            let (port, admin) = match (
+                literal_port("LISTEN_ADDR", Some(binary.default_port)),
+                literal_port("ADMIN_ADDR", None),
+            ) {
+                (Ok(port), Ok(admin)) => (port, admin),
+                (port, admin) => {
+                    problems.extend(
+                        [port.err(), admin.err()]
+                            .into_iter()
+                            .flatten()
+                            .map(|p| format!("{where_}: {p}")),
+                    );
+                    continue;
+                }
+            };
+            let mut declared: Vec<u64> = items(container, "ports")
                 .filter_map(|p| p.get("containerPort")?.as_u64())
                 .collect();
-            if declared != [u64::from(port)] {
+            declared.sort_unstable();
+            let mut listening = [u64::from(port), u64::from(admin)];
+            listening.sort_unstable();
+            if declared != listening {
                 problems.push(format!(
-                    "{where_}: container ports {declared:?}, but it listens on {port}"
+                    "{where_}: container ports {declared:?}, but it listens on {port} (gRPC) and {admin} (admin)"
                 ));
             }
             for (probe, wanted) in [
@@ -222,9 +244,10 @@ fn check(objects: &[Value]) -> Vec<String> {
                     problems.push(format!("{where_}: no gRPC {probe}"));
                     continue;
                 };
-                if grpc.get("port").and_then(Value::as_u64) != Some(u64::from(port)) {
+                // Kubelet's gRPC probes cannot speak TLS: they use the plaintext admin port.
+                if grpc.get("port").and_then(Value::as_u64) != Some(u64::from(admin)) {
                     problems.push(format!(
-                        "{where_}: {probe} port {:?}, but it listens on {port}",
+                        "{where_}: {probe} port {:?}, but its admin port is {admin}",
                         grpc.get("port")
                     ));
                 }
@@ -240,6 +263,30 @@ fn check(objects: &[Value]) -> Vec<String> {
     }
     problems.extend(services_target_their_pods(objects));
     problems
+}
+
+/// Every file a `*_FILE` variable names (TLS certificates, keys, secrets) lies in one of the
+/// serving container's volume mounts; otherwise the binary would fail to start on a missing file.
+fn files_are_mounted(
+    where_: &str,
+    container: &Value,
+    env: &[(String, Option<String>)],
+) -> Vec<String> {
+    let mounts: Vec<&str> = items(container, "volumeMounts")
+        .filter_map(|m| str_at(m, &["mountPath"]))
+        .collect();
+    env.iter()
+        .filter(|(name, _)| name.ends_with("_FILE"))
+        .filter_map(|(name, value)| {
+            let path = value.as_deref()?;
+            let mounted = mounts.iter().any(|mount| {
+                path.strip_prefix(mount)
+                    .is_some_and(|rest| rest.starts_with('/'))
+            });
+            (!mounted)
+                .then(|| format!("{where_}: {name} names {path}, which no volume mount holds"))
+        })
+        .collect()
 }
 
 /// Each Service's target port is a named or numbered port of the pods it selects.
@@ -410,14 +457,28 @@ fn a_broken_copy_fails_the_check() {
             "k8s/base/billing/deployment.yaml",
             "containerPort: 50053",
             "containerPort: 8080",
-            "container ports [8080], but it listens on 50053",
+            "container ports [8080, 9090], but it listens on 50053 (gRPC) and 9090 (admin)",
         ),
-        // The listen address moved without the ports and probes.
+        // The listen address moved without the container port.
         (
             "k8s/base/auth/configmap.yaml",
             "0.0.0.0:50051",
             "0.0.0.0:9000",
-            "livenessProbe port Some(Number(50051)), but it listens on 9000",
+            "container ports [9090, 50051], but it listens on 9000 (gRPC)",
+        ),
+        // The admin address moved without the probes.
+        (
+            "k8s/base/catalog/configmap.yaml",
+            "0.0.0.0:9090",
+            "0.0.0.0:9191",
+            "livenessProbe port Some(Number(9090)), but its admin port is 9191",
+        ),
+        // TLS files named where the certificate Secret is not mounted.
+        (
+            "k8s/overlays/prod/tls-patch.yaml",
+            "mountPath: /var/run/secrets/backbone/tls",
+            "mountPath: /var/run/secrets/backbone/certs",
+            "AUTH_TLS_CERT_FILE names /var/run/secrets/backbone/tls/tls.crt, which no volume mount holds",
         ),
         // A writable root filesystem, and a privilege escalation, break the pod security check.
         (

@@ -8,10 +8,12 @@ use tonic::service::Routes;
 
 use crate::{
     auth::TokenVerifier,
-    config::ServerArgs,
+    client::{self, Channel},
+    config::{PeerTlsArgs, ServerArgs, TlsArgs},
     db::{Database, DbError},
     error::SourceChain,
     serve::{ServeError, ServeOptions, serve},
+    tls::ClientTls,
 };
 
 /// Why a service could not start or stopped with an error.
@@ -40,6 +42,28 @@ pub enum AppError {
     },
 }
 
+/// How a service reaches its peers: plaintext for `http://` URLs, TLS for `https://` ones.
+#[derive(Debug, Clone)]
+pub struct PeerChannels {
+    tls: Option<ClientTls>,
+}
+
+impl PeerChannels {
+    /// Peers verified with `peers.tls_ca_file`, presenting the identity in `identity` to those
+    /// that require mutual TLS. Call inside the runtime (the TLS files are watched).
+    pub fn new(identity: &TlsArgs, peers: &PeerTlsArgs) -> Result<Self, AppError> {
+        let tls = ClientTls::from_args(identity, peers)
+            .map_err(|err| AppError::Config(format!("peer TLS: {}", SourceChain(&err))))?;
+        Ok(Self { tls })
+    }
+
+    /// A lazily connected channel to the peer at `url`, given by the flag `flag`.
+    pub fn channel(&self, url: &str, flag: &str) -> Result<Channel, AppError> {
+        client::channel(url, self.tls.as_ref())
+            .map_err(|err| AppError::Config(format!("{flag}: {err}")))
+    }
+}
+
 /// Binds `addr` for a service.
 pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, AppError> {
     TcpListener::bind(addr)
@@ -60,6 +84,9 @@ pub async fn serve_with_database(
 ) -> Result<(), AppError> {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, database = %database.redacted_url(), services = ?service_names, "serving");
+    }
+    if let Some(name) = service_names.first() {
+        database.observe(name);
     }
     let monitor = tokio::spawn(database.clone().monitor());
     let options = ServeOptions {

@@ -2,7 +2,7 @@
 //! is also an environment variable named after the service (`--database-url` of the catalog is
 //! `CATALOG_DATABASE_URL`), derived mechanically so a flag can never lack its variable.
 
-use std::{ffi::OsString, time::Duration};
+use std::{ffi::OsString, net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Command, CommandFactory, FromArgMatches, ValueEnum};
 
@@ -126,6 +126,44 @@ pub struct ServerArgs {
     /// a connection-level balancer spread over new replicas. `0s` disables it.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
     pub max_connection_age: Duration,
+    /// Address of the admin port: Prometheus metrics at `GET /metrics` (HTTP/1.1) and gRPC
+    /// health over plaintext h2c, for kubelet probes and scrapers that sit outside TLS. Off
+    /// when unset.
+    #[arg(long)]
+    pub admin_addr: Option<SocketAddr>,
+    #[command(flatten)]
+    #[allow(missing_docs, reason = "clap flattens the documented fields")]
+    pub tls: TlsArgs,
+}
+
+/// TLS of the gRPC port (and the identity presented to peers). Plaintext without a certificate.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TlsArgs {
+    /// PEM certificate chain (leaf first) served on the gRPC port; with `--tls-key-file` it
+    /// turns TLS on. Also presented to peers that ask for a client certificate.
+    #[arg(long)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `--tls-cert-file`.
+    #[arg(long)]
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA bundle that clients' certificates must chain to: turns on mutual TLS, so a
+    /// client without such a certificate cannot connect.
+    #[arg(long)]
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// How often the TLS files are checked for changes (rotated certificates are picked up
+    /// for new connections without a restart). `0s` never re-reads them.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub tls_reload_interval: Duration,
+}
+
+/// How this service verifies the peers it calls.
+#[derive(Debug, Clone, Default, Args)]
+pub struct PeerTlsArgs {
+    /// PEM CA bundle that peers' server certificates must chain to; needed for `https://`
+    /// peer URLs. The identity of `--tls-cert-file`/`--tls-key-file` is presented to peers
+    /// that require mutual TLS.
+    #[arg(long)]
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 /// Database connection flags (the URL itself lives in each service's config, with its default).

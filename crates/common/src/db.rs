@@ -20,7 +20,11 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 use tokio::sync::{Notify, watch};
 use tonic::Status;
 
-use crate::{config::DatabaseArgs, error};
+use crate::{
+    config::DatabaseArgs,
+    error,
+    metrics::{ObservablePool, PoolStatus},
+};
 
 /// An async PostgreSQL connection.
 pub type PgConn = AsyncPgConnection;
@@ -260,6 +264,21 @@ struct Inner {
     check_now: Notify,
 }
 
+impl ObservablePool for Inner {
+    fn status(&self) -> PoolStatus {
+        let status = match &self.pool {
+            Pool::Postgres(pool) => pool.status(),
+            Pool::Sqlite(pool) => pool.status(),
+        };
+        PoolStatus {
+            max: status.max_size,
+            open: status.size,
+            idle: status.available,
+            waiting: status.waiting,
+        }
+    }
+}
+
 /// A service's database: the pool, its migrations and its readiness. Cheap to clone.
 #[derive(Clone)]
 pub struct Database {
@@ -445,6 +464,16 @@ impl Database {
             Pool::Postgres(pool) => DbConn::Postgres(pool.get().await?),
             Pool::Sqlite(pool) => DbConn::Sqlite(pool.get().await?),
         })
+    }
+
+    /// The pool's state now (the metrics' `db.client.connection.*` gauges).
+    pub fn pool_status(&self) -> PoolStatus {
+        self.inner.status()
+    }
+
+    /// Reports the pool's gauges, labelled `pool_name`, for as long as the database lives.
+    pub fn observe(&self, pool_name: &'static str) {
+        crate::metrics::observe_pool(pool_name, Arc::downgrade(&self.inner));
     }
 
     fn clear_idle(&self) {

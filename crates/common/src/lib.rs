@@ -7,10 +7,12 @@ pub mod client;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod metrics;
 pub mod money;
 pub mod page;
 pub mod serve;
 pub mod telemetry;
+pub mod tls;
 pub mod trace;
 
 pub use backbone_proto as proto;

@@ -1,8 +1,10 @@
 //! Server bootstrap: one [`serve`] runs a service's routes on a listener with health (overall
-//! `""` plus one entry per service), reflection v1 and v1alpha, tracing, a readiness gate, a
-//! concurrency limit, a request timeout and graceful shutdown.
+//! `""` plus one entry per service), reflection v1 and v1alpha, tracing and metrics, a readiness
+//! gate, a concurrency limit, a request timeout, TLS when configured, an admin port (metrics and
+//! plaintext health) and graceful shutdown.
 
 use std::{
+    convert::Infallible,
     future::Future,
     pin::Pin,
     sync::Arc,
@@ -24,6 +26,7 @@ use crate::{
     auth::{AuthLayer, TokenVerifier},
     config::ServerArgs,
     db::DbError,
+    tls::{ServerTls, TlsError},
     trace::ServerTraceLayer,
 };
 
@@ -36,6 +39,18 @@ pub enum ServeError {
     /// The transport failed.
     #[error("the gRPC server failed")]
     Transport(#[from] tonic::transport::Error),
+    /// The TLS files are missing or unusable.
+    #[error("TLS cannot be set up")]
+    Tls(#[from] TlsError),
+    /// The admin port could not be bound.
+    #[error("cannot listen on the admin address {addr}")]
+    AdminBind {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// Why binding failed.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// What [`serve`] needs besides the routes.
@@ -69,6 +84,15 @@ pub async fn serve(
         server: args,
         verifier,
     } = options;
+    let tls = ServerTls::from_args(&args.tls)?;
+    let admin = match args.admin_addr {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::AdminBind { addr, source })?,
+        ),
+        None => None,
+    };
     let (mut reporter, health) = tonic_health::server::health_reporter();
     let initially_ready = readiness.as_ref().is_none_or(|r| *r.borrow());
     for name in &service_names {
@@ -83,6 +107,14 @@ pub async fn serve(
         readiness.clone(),
     ));
 
+    // Aborted when serving ends, which closes its listener and every admin connection.
+    let admin = admin.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "admin port: GET /metrics, gRPC health");
+        }
+        AbortOnDrop(tokio::spawn(serve_admin(listener, health.clone())))
+    });
+
     let reflection_v1 = reflection_builder(&service_names).build_v1()?;
     let reflection_v1alpha = reflection_builder(&service_names).build_v1alpha()?;
 
@@ -92,7 +124,9 @@ pub async fn serve(
     };
     let layers = ServiceBuilder::new()
         // Outermost, so the span covers queueing and gate refusals and records every status.
-        .layer(ServerTraceLayer)
+        .layer(ServerTraceLayer::new(
+            service_names.iter().copied().chain(ALWAYS_SERVED),
+        ))
         // Before the limit: a call that cannot be served must not wait for a slot first.
         .layer(gate)
         // Also before the limit, so forged or expired tokens are refused without taking a slot;
@@ -121,16 +155,26 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
 
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = router.serve_with_incoming_shutdown(incoming, async {
+    let stopped = async {
         let _ = stopped.await;
-    });
-    tokio::pin!(server);
+    };
+    let mut server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+        match &tls {
+            Some(tls) => {
+                tracing::info!(?tls, "gRPC over TLS");
+                Box::pin(router.serve_with_incoming_shutdown(tls.incoming(listener), stopped))
+            }
+            None => {
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                Box::pin(router.serve_with_incoming_shutdown(incoming, stopped))
+            }
+        };
 
     tokio::select! {
         result = &mut server => {
             follower.abort();
+            drop(admin);
             return Ok(result?);
         }
         () = shutdown => {}
@@ -154,7 +198,9 @@ pub async fn serve(
         reporter.clear_service_status(name).await;
     }
     let _ = stop.send(());
-    match tokio::time::timeout(args.shutdown_grace, server).await {
+    let finished = tokio::time::timeout(args.shutdown_grace, server).await;
+    drop(admin);
+    match finished {
         Ok(result) => {
             tracing::info!("all calls finished; stopped");
             Ok(result?)
@@ -190,15 +236,18 @@ async fn follow_readiness(
     }
 }
 
+/// The services every Backbone server answers besides its own.
+const ALWAYS_SERVED: [&str; 3] = [
+    tonic_health::pb::health_server::SERVICE_NAME,
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
 /// Reflection over our contracts plus health, both reflection versions and the google.rpc error
 /// details (so grpcurl can describe everything and decode rich errors). Only what this process
 /// serves is listed: the descriptor set also holds the other Backbone services.
 fn reflection_builder(services: &[&'static str]) -> tonic_reflection::server::Builder<'static> {
-    let served = services.iter().copied().chain([
-        tonic_health::pb::health_server::SERVICE_NAME,
-        "grpc.reflection.v1.ServerReflection",
-        "grpc.reflection.v1alpha.ServerReflection",
-    ]);
+    let served = services.iter().copied().chain(ALWAYS_SERVED);
     served.fold(
         tonic_reflection::server::Builder::configure()
             .include_reflection_service(false)
@@ -211,6 +260,84 @@ fn reflection_builder(services: &[&'static str]) -> tonic_reflection::server::Bu
             ),
         |builder, name| builder.with_service_name(name),
     )
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The admin port: `GET /metrics` (Prometheus text, HTTP/1.1 or h2c) and the same gRPC health
+/// entries as the gRPC port, in plaintext whatever the gRPC port speaks (kubelet's gRPC probes
+/// cannot do TLS). Nothing else is served here.
+async fn serve_admin<H>(listener: TcpListener, health: H)
+where
+    H: Service<Request<hyper::body::Incoming>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    H::Future: Send + 'static,
+{
+    let service = tower::service_fn(move |request: Request<hyper::body::Incoming>| {
+        let mut health = health.clone();
+        async move {
+            if request.uri().path().starts_with("/grpc.health.v1.Health/") {
+                return health.call(request).await;
+            }
+            let (status, content_type, text) = match (request.method(), request.uri().path()) {
+                (&http::Method::GET, "/metrics") => (
+                    http::StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    crate::metrics::render(),
+                ),
+                _ => (
+                    http::StatusCode::NOT_FOUND,
+                    "text/plain; charset=utf-8",
+                    "not found: the admin port serves GET /metrics and grpc.health.v1.Health\n"
+                        .to_owned(),
+                ),
+            };
+            let mut response = Response::new(Body::new(http_body_util::Full::new(
+                bytes::Bytes::from(text),
+            )));
+            *response.status_mut() = status;
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static(content_type),
+            );
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    tracing::warn!(error = %err, "admin port: accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            // Reap finished connections so the set does not grow.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(service.clone());
+        connections.spawn(async move {
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            if let Err(err) = builder
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(error = %err, "admin connection ended with an error");
+            }
+        });
+    }
 }
 
 /// Waits for SIGTERM or SIGINT (Ctrl-C).

@@ -1,4 +1,4 @@
-//! Logging and tracing: a `tracing` subscriber that writes human lines on a terminal and JSON
+//! Logging, tracing and metrics (see [`crate::metrics`]): a `tracing` subscriber that writes human lines on a terminal and JSON
 //! (with `trace_id`/`span_id`) otherwise, bridged to OpenTelemetry; spans are exported over OTLP
 //! when the standard `OTEL_EXPORTER_OTLP_ENDPOINT` is set. Exporting is best-effort: a missing or
 //! unreachable collector is logged, never fatal.
@@ -6,7 +6,10 @@
 use std::io::IsTerminal;
 
 use opentelemetry::{global, trace::TracerProvider as _};
-use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use opentelemetry_sdk::{
+    Resource, metrics::SdkMeterProvider, propagation::TraceContextPropagator,
+    trace::SdkTracerProvider,
+};
 use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
 
 use crate::config::{LogFormat, TelemetryArgs};
@@ -15,6 +18,7 @@ use crate::config::{LogFormat, TelemetryArgs};
 #[derive(Debug)]
 pub struct Telemetry {
     provider: SdkTracerProvider,
+    meters: SdkMeterProvider,
 }
 
 impl Telemetry {
@@ -24,6 +28,9 @@ impl Telemetry {
         if let Err(err) = self.provider.shutdown() {
             // The collector may be gone; exiting cleanly matters more than these spans.
             tracing::warn!(error = %err, "flushing traces failed");
+        }
+        if let Err(err) = self.meters.shutdown() {
+            tracing::warn!(error = %err, "flushing metrics failed");
         }
     }
 }
@@ -46,7 +53,9 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> Telemetry {
         resource = resource.with_service_name(service);
     }
     // The sampler comes from OTEL_TRACES_SAMPLER / _ARG, read by the SDK's default config.
-    let mut provider = SdkTracerProvider::builder().with_resource(resource.build());
+    let resource = resource.build();
+    let (meters, metrics_error) = crate::metrics::init(resource.clone());
+    let mut provider = SdkTracerProvider::builder().with_resource(resource);
     let mut export_error = None;
     if otlp_requested() {
         match opentelemetry_otlp::SpanExporter::builder()
@@ -98,5 +107,8 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> Telemetry {
     if let Some(err) = export_error {
         tracing::warn!(error = %err, "OTLP trace export is off: the exporter could not be built");
     }
-    Telemetry { provider }
+    if let Some(err) = metrics_error {
+        tracing::warn!(error = %err, "a metrics exporter could not be built");
+    }
+    Telemetry { provider, meters }
 }

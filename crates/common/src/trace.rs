@@ -5,6 +5,7 @@
 use std::{
     future::Future,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
 };
 
@@ -14,6 +15,8 @@ use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use tower::{Layer, Service};
 use tracing::{Instrument as _, Span, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use crate::metrics::{CallMeasure, RpcLabels};
 
 /// `package.Service` and `Method` of a gRPC path `/package.Service/Method`.
 fn split_path(path: &str) -> (&str, &str) {
@@ -58,14 +61,30 @@ pub fn current_trace_id() -> Option<String> {
     (trace_id != opentelemetry::TraceId::INVALID).then(|| trace_id.to_string())
 }
 
-/// Server layer: one SERVER span per call, child of the caller's `traceparent` when present.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ServerTraceLayer;
+/// Server layer: one SERVER span per call, child of the caller's `traceparent` when present,
+/// and the call's metrics (active calls, duration by status code).
+#[derive(Debug, Clone)]
+pub struct ServerTraceLayer {
+    /// Services this server answers; calls to other paths share one metrics label.
+    known: Arc<[&'static str]>,
+}
+
+impl ServerTraceLayer {
+    /// A layer for a server that answers the gRPC services named in `known`.
+    pub fn new(known: impl IntoIterator<Item = &'static str>) -> Self {
+        Self {
+            known: known.into_iter().collect(),
+        }
+    }
+}
 
 impl<S> Layer<S> for ServerTraceLayer {
     type Service = ServerTrace<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        ServerTrace { inner }
+        ServerTrace {
+            inner,
+            known: self.known.clone(),
+        }
     }
 }
 
@@ -73,6 +92,7 @@ impl<S> Layer<S> for ServerTraceLayer {
 #[derive(Debug, Clone)]
 pub struct ServerTrace<S> {
     inner: S,
+    known: Arc<[&'static str]>,
 }
 
 impl<S, B, RB> Service<Request<B>> for ServerTrace<S>
@@ -91,6 +111,9 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
+        let (service, method) = split_path(request.uri().path());
+        let known = self.known.contains(&service);
+        let mut measure = CallMeasure::start(RpcLabels::new(service, method, known));
         let span = rpc_span("server", request.uri().path());
         let parent =
             global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(request.headers())));
@@ -106,24 +129,29 @@ where
             let trailers_only = grpc_status(response.headers());
             if let Some(code) = trailers_only {
                 record_status(&span, code, true);
+                measure.finish(code.into());
             }
             // An access-log line for debugging, off at the default `info` filter.
             tracing::debug!(parent: &span, grpc_status = trailers_only.unwrap_or(0), "call answered");
+            let pending = trailers_only.is_none();
             Ok(response.map(|body| TracedBody {
                 inner: body,
-                span: trailers_only.is_none().then_some(span),
+                span: pending.then_some(span),
+                measure: pending.then_some(measure),
             }))
         })
     }
 }
 
 pin_project_lite::pin_project! {
-    /// A response body that records the grpc-status of its trailers on the call's span.
+    /// A response body that records the grpc-status of its trailers on the call's span and
+    /// in its metrics (a body dropped before its trailers is a cancelled call).
     #[derive(Debug)]
     pub struct TracedBody<B> {
         #[pin]
         inner: B,
         span: Option<Span>,
+        measure: Option<CallMeasure>,
     }
 }
 
@@ -138,10 +166,15 @@ impl<B: http_body::Body> http_body::Body for TracedBody<B> {
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let (Some(trailers), Some(span)) = (frame.trailers_ref(), this.span.as_ref())
+            && let Some(trailers) = frame.trailers_ref()
             && let Some(code) = grpc_status(trailers)
         {
-            record_status(span, code, true);
+            if let Some(span) = this.span.as_ref() {
+                record_status(span, code, true);
+            }
+            if let Some(measure) = this.measure.as_mut() {
+                measure.finish(code.into());
+            }
         }
         polled
     }

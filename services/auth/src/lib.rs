@@ -16,6 +16,7 @@ use backbone_common::{
     app::{self, AppError},
     auth::TokenVerifier,
     db::{Database, Migrations},
+    metrics,
 };
 use backbone_proto::auth::auth_service_server::AuthServiceServer;
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
@@ -59,10 +60,19 @@ fn hasher(config: &Config) -> PasswordHasher {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    PasswordHasher::new(
-        BlockingPool::new(workers, config.auth.password_hash_queue),
-        PasswordHasher::owasp_params(),
-    )
+    let pool = BlockingPool::new(workers, config.auth.password_hash_queue);
+    let (running, queued) = (pool.clone(), pool.clone());
+    metrics::observe_gauge(
+        "backbone.password_hash.running",
+        "Password hashes being computed now.",
+        move || Some(running.running()),
+    );
+    metrics::observe_gauge(
+        "backbone.password_hash.queued",
+        "Password hashes waiting for a worker (beyond the queue, logins are refused).",
+        move || Some(queued.queued()),
+    );
+    PasswordHasher::new(pool, PasswordHasher::owasp_params())
 }
 
 fn settings(config: &Config) -> Settings {

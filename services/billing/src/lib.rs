@@ -14,9 +14,8 @@ pub mod service;
 use std::{future::Future, sync::Arc, time::Duration};
 
 use backbone_common::{
-    app::{self, AppError},
+    app::{self, AppError, PeerChannels},
     auth::{GrpcJwks, TokenVerifier},
-    client::lazy_channel,
     db::{Database, Migrations},
 };
 use backbone_proto::billing::billing_service_server::BillingServiceServer;
@@ -59,11 +58,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
     let database = database(&config)?;
-    let channel = |url: &str, flag: &str| {
-        lazy_channel(url).map_err(|err| AppError::Config(format!("{flag}: {err}")))
-    };
-    let auth = channel(&config.auth_url, "--auth-url")?;
-    let catalog = channel(&config.catalog_url, "--catalog-url")?;
+    let channels = PeerChannels::new(&config.server.tls, &config.peer_tls)?;
+    let auth = channels.channel(&config.auth_url, "--auth-url")?;
+    let catalog = channels.channel(&config.catalog_url, "--catalog-url")?;
     let verifier = TokenVerifier::new(
         config.token.verifier_settings(),
         GrpcJwks::new(auth.clone()),

@@ -2,7 +2,9 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use backbone_common::config::{DatabaseArgs, Secret, ServerArgs, TelemetryArgs, TokenArgs};
+use backbone_common::config::{
+    DatabaseArgs, PeerTlsArgs, Secret, ServerArgs, TelemetryArgs, TokenArgs,
+};
 use clap::{Args, Parser, Subcommand};
 
 /// Prefix of every environment variable of this service.
@@ -66,6 +68,9 @@ pub struct Config {
     #[command(flatten)]
     #[allow(missing_docs, reason = "clap flattens the documented fields")]
     pub server: ServerArgs,
+    #[command(flatten)]
+    #[allow(missing_docs, reason = "clap flattens the documented fields")]
+    pub peer_tls: PeerTlsArgs,
     #[command(flatten)]
     #[allow(missing_docs, reason = "clap flattens the documented fields")]
     pub telemetry: TelemetryArgs,

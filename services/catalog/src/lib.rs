@@ -11,9 +11,8 @@ pub mod service;
 use std::{future::Future, time::Duration};
 
 use backbone_common::{
-    app::{self, AppError},
+    app::{self, AppError, PeerChannels},
     auth::{GrpcJwks, TokenVerifier},
-    client::lazy_channel,
     db::{Database, Migrations},
 };
 use backbone_proto::catalog::catalog_service_server::CatalogServiceServer;
@@ -54,8 +53,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
     let database = database(&config)?;
-    let channel = lazy_channel(&config.auth_url)
-        .map_err(|err| AppError::Config(format!("--auth-url: {err}")))?;
+    let channel = PeerChannels::new(&config.server.tls, &config.peer_tls)?
+        .channel(&config.auth_url, "--auth-url")?;
     let verifier = TokenVerifier::new(config.token.verifier_settings(), GrpcJwks::new(channel));
     let catalog = Catalog::new(
         database.clone(),

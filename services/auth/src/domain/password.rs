@@ -60,6 +60,8 @@ pub struct PoolBusy;
 pub struct BlockingPool {
     running: Arc<Semaphore>,
     admitted: Arc<Semaphore>,
+    workers: usize,
+    queue: usize,
 }
 
 impl BlockingPool {
@@ -69,7 +71,22 @@ impl BlockingPool {
         Self {
             running: Arc::new(Semaphore::new(workers)),
             admitted: Arc::new(Semaphore::new(workers + queue)),
+            workers,
+            queue,
         }
+    }
+
+    /// Jobs running now.
+    pub fn running(&self) -> usize {
+        self.workers
+            .saturating_sub(self.running.available_permits())
+    }
+
+    /// Jobs admitted and waiting for a worker.
+    pub fn queued(&self) -> usize {
+        (self.workers + self.queue)
+            .saturating_sub(self.admitted.available_permits())
+            .saturating_sub(self.running())
     }
 
     /// Runs `job` on the pool, or fails with [`PoolBusy`] when it and its queue are full.

@@ -11,6 +11,8 @@
 
 use std::time::Duration;
 
+use backbone_common::metrics::WorkerMetrics;
+
 use super::Billing;
 use crate::{
     db::{
@@ -34,9 +36,11 @@ pub async fn run(billing: Billing, every: Duration) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Keys are pruned at the first pass that can reach the database, then about once a minute.
     let mut next_prune = tokio::time::Instant::now();
+    let metrics = WorkerMetrics::new("billing.recovery");
     loop {
         ticker.tick().await;
         let passed = billing.recover().await;
+        metrics.pass(&passed);
         if let Err(err) = &passed {
             tracing::warn!(error = %err, "recovery pass failed; retrying next tick");
         }

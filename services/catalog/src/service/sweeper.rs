@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use backbone_common::metrics::WorkerMetrics;
+
 use super::Catalog;
 use crate::{db, domain};
 
@@ -16,15 +18,18 @@ const KEY_RETENTION: Duration = Duration::from_secs(48 * 3600);
 pub async fn run(catalog: Catalog, every: Duration) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let metrics = WorkerMetrics::new("catalog.reservation_sweeper");
     let mut rounds: u64 = 0;
     loop {
         ticker.tick().await;
+        let mut pass = Ok(0);
         loop {
             match catalog.expire_reservations(BATCH).await {
                 Ok(released) => {
                     if released > 0 {
                         tracing::info!(released, "expired reservations released");
                     }
+                    pass = pass.map(|total| total + released);
                     if i64::try_from(released).unwrap_or(0) < BATCH {
                         break;
                     }
@@ -32,10 +37,12 @@ pub async fn run(catalog: Catalog, every: Duration) {
                 Err(err) => {
                     // The database may be starting or down; the next tick tries again.
                     tracing::debug!(error = %err, "reservation sweep failed");
+                    pass = Err(err);
                     break;
                 }
             }
         }
+        metrics.pass(&pass);
         rounds = rounds.wrapping_add(1);
         if rounds % 600 == 1
             && let Ok(mut conn) = catalog.conn().await
