@@ -292,7 +292,10 @@ where
                 (&http::Method::GET, "/metrics") => (
                     http::StatusCode::OK,
                     "text/plain; version=0.0.4; charset=utf-8",
-                    crate::metrics::render(),
+                    // The process collector reads /proc: off the async threads.
+                    tokio::task::spawn_blocking(crate::metrics::render)
+                        .await
+                        .unwrap_or_default(),
                 ),
                 _ => (
                     http::StatusCode::NOT_FOUND,

@@ -148,13 +148,13 @@ impl<T: Send + Sync + 'static> Reloading<T> {
         }
     }
 
-    /// Re-reads the files; true when they changed and the new configuration is in use.
-    fn reload(&self) -> bool {
+    /// Re-reads the files and swaps in the new configuration when they changed.
+    fn reload(&self) {
         let contents = match self.files.read() {
             Ok(contents) => contents,
             Err(err) => {
                 tracing::warn!(error = %crate::error::SourceChain(&err), "TLS files unreadable; keeping the last good ones");
-                return false;
+                return;
             }
         };
         let unchanged = match self.current.read() {
@@ -162,7 +162,7 @@ impl<T: Send + Sync + 'static> Reloading<T> {
             Err(poisoned) => poisoned.into_inner().0 == contents,
         };
         if unchanged {
-            return false;
+            return;
         }
         match (self.build)(&self.files.paths, &contents) {
             Ok(config) => {
@@ -172,11 +172,9 @@ impl<T: Send + Sync + 'static> Reloading<T> {
                 };
                 *guard = (contents, Arc::new(config));
                 tracing::info!(files = ?self.files.paths, "TLS files changed; new connections use them");
-                true
             }
             Err(err) => {
                 tracing::warn!(error = %crate::error::SourceChain(&err), "TLS files changed but are not usable; keeping the last good ones");
-                false
             }
         }
     }
@@ -230,11 +228,6 @@ impl ServerTls {
         paths.extend(args.tls_client_ca_file.clone());
         let config = Reloading::load(paths, build_server, args.tls_reload_interval)?;
         Ok(Some(Self { config }))
-    }
-
-    /// Re-reads the files now instead of at the next tick; true when they changed.
-    pub fn reload(&self) -> bool {
-        self.config.reload()
     }
 
     /// Accepts connections on `listener` and completes their handshakes concurrently (a slow
@@ -386,11 +379,6 @@ impl ClientTls {
         }
         let config = Reloading::load(paths, build_client, identity.tls_reload_interval)?;
         Ok(Some(Self { config }))
-    }
-
-    /// Re-reads the files now instead of at the next tick; true when they changed.
-    pub fn reload(&self) -> bool {
-        self.config.reload()
     }
 
     /// Opens a TLS connection to `host` over `tcp`, verifying the server's certificate for it.
