@@ -394,6 +394,19 @@ async fn admin_port_serves_red_metrics_gauges_and_health_and_otlp_gets_them_too(
         .await
         .expect_err("no such method");
     assert_eq!(invented.code(), Code::Unimplemented);
+    // So is an invented method of a real service.
+    raw.ready().await.expect("ready");
+    let invented = raw
+        .unary::<(), (), _>(
+            tonic::Request::new(()),
+            "/backbone.catalog.v1.CatalogService/Invented"
+                .parse()
+                .expect("path"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .expect_err("no such method");
+    assert_eq!(invented.code(), Code::Unimplemented);
 
     let duration = "rpc_server_call_duration_seconds_count";
     let catalog_service = "rpc_service=\"backbone.catalog.v1.CatalogService\"";
@@ -453,11 +466,11 @@ async fn admin_port_serves_red_metrics_gauges_and_health_and_otlp_gets_them_too(
                 "rpc_grpc_status_code=\"12\""
             ]
         ),
-        Some(1.0),
-        "the invented method under _OTHER:\n{text}"
+        Some(2.0),
+        "the invented service and method under _OTHER:\n{text}"
     );
     assert!(
-        !text.contains("made.up"),
+        !text.contains("made.up") && !text.contains("Invented"),
         "a client-chosen name became a label"
     );
     assert_eq!(

@@ -8,7 +8,7 @@
 //! `rpc_server_call_duration_seconds` and friends.
 
 use std::{
-    sync::{LazyLock, OnceLock, Weak},
+    sync::{Arc, LazyLock, OnceLock, Weak},
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -37,14 +37,6 @@ const DURATION_BUCKETS: [f64; 14] = [
 /// gRPC CANCELLED: recorded for calls whose client went away before the answer ended.
 const CANCELLED: i64 = 1;
 
-/// True when the standard OTEL variables ask for OTLP metric export.
-fn otlp_requested() -> bool {
-    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
-    let disabled = std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
-        || std::env::var("OTEL_METRICS_EXPORTER").is_ok_and(|v| v.eq_ignore_ascii_case("none"));
-    !disabled && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"))
-}
-
 /// Builds the meter provider (Prometheus reader always, OTLP reader when asked for) and makes it
 /// the global one. Returns it with the reason OTLP export is off, if it failed.
 pub(crate) fn init(resource: Resource) -> (SdkMeterProvider, Option<String>) {
@@ -58,7 +50,7 @@ pub(crate) fn init(resource: Resource) -> (SdkMeterProvider, Option<String>) {
         Ok(exporter) => provider = provider.with_reader(exporter),
         Err(err) => problems.push(format!("prometheus: {err}")),
     }
-    if otlp_requested() {
+    if crate::telemetry::otlp_requested("METRICS") {
         match opentelemetry_otlp::MetricExporter::builder()
             .with_tonic()
             .build()
@@ -131,8 +123,8 @@ static RPC: LazyLock<RpcInstruments> = LazyLock::new(|| {
     }
 });
 
-/// The service and method labels of a call. Unknown paths share one label so a client cannot
-/// grow the number of series by inventing method names.
+/// The service and method labels of a call, built once per method (cloning them per call only
+/// bumps reference counts).
 #[derive(Debug, Clone)]
 pub(crate) struct RpcLabels {
     service: KeyValue,
@@ -140,17 +132,20 @@ pub(crate) struct RpcLabels {
 }
 
 impl RpcLabels {
-    pub(crate) fn new(service: &str, method: &str, known: bool) -> Self {
-        if known {
-            Self {
-                service: KeyValue::new("rpc.service", service.to_owned()),
-                method: KeyValue::new("rpc.method", method.to_owned()),
-            }
-        } else {
-            Self {
-                service: KeyValue::new("rpc.service", "_OTHER"),
-                method: KeyValue::new("rpc.method", "_OTHER"),
-            }
+    pub(crate) fn new(service: &str, method: &str) -> Self {
+        let (service, method): (Arc<str>, Arc<str>) = (service.into(), method.into());
+        Self {
+            service: KeyValue::new("rpc.service", service),
+            method: KeyValue::new("rpc.method", method),
+        }
+    }
+
+    /// The labels of every call to a path the server does not serve, so a client cannot grow
+    /// the number of series by inventing services or methods.
+    pub(crate) fn other() -> Self {
+        Self {
+            service: KeyValue::new("rpc.service", "_OTHER"),
+            method: KeyValue::new("rpc.method", "_OTHER"),
         }
     }
 }

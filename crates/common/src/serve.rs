@@ -125,7 +125,9 @@ pub async fn serve(
     let layers = ServiceBuilder::new()
         // Outermost, so the span covers queueing and gate refusals and records every status.
         .layer(ServerTraceLayer::new(
-            service_names.iter().copied().chain(ALWAYS_SERVED),
+            served_methods(&service_names)
+                .iter()
+                .map(|(service, method)| (service.as_str(), method.as_str())),
         ))
         // Before the limit: a call that cannot be served must not wait for a slot first.
         .layer(gate)
@@ -243,27 +245,62 @@ const ALWAYS_SERVED: [&str; 3] = [
     "grpc.reflection.v1alpha.ServerReflection",
 ];
 
+/// The descriptor sets of everything a Backbone server may serve.
+const DESCRIPTOR_SETS: [&[u8]; 4] = [
+    backbone_proto::FILE_DESCRIPTOR_SET,
+    tonic_health::pb::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+];
+
+/// Every (`package.Service`, `Method`) this server answers, read from the descriptor sets: the
+/// metrics label these, and only these, by name.
+fn served_methods(services: &[&'static str]) -> Vec<(String, String)> {
+    let served: Vec<&str> = services.iter().copied().chain(ALWAYS_SERVED).collect();
+    let mut methods = Vec::new();
+    for encoded in DESCRIPTOR_SETS {
+        let set = match <prost_types::FileDescriptorSet as prost::Message>::decode(encoded) {
+            Ok(set) => set,
+            Err(err) => {
+                tracing::warn!(error = %err, "a descriptor set does not decode; its methods are labelled _OTHER");
+                continue;
+            }
+        };
+        for file in set.file {
+            for service in &file.service {
+                let name = format!("{}.{}", file.package(), service.name());
+                if served.contains(&name.as_str()) {
+                    methods.extend(
+                        service
+                            .method
+                            .iter()
+                            .map(|m| (name.clone(), m.name().to_owned())),
+                    );
+                }
+            }
+        }
+    }
+    methods
+}
+
 /// Reflection over our contracts plus health, both reflection versions and the google.rpc error
 /// details (so grpcurl can describe everything and decode rich errors). Only what this process
 /// serves is listed: the descriptor set also holds the other Backbone services.
 fn reflection_builder(services: &[&'static str]) -> tonic_reflection::server::Builder<'static> {
     let served = services.iter().copied().chain(ALWAYS_SERVED);
+    let builder = DESCRIPTOR_SETS.into_iter().fold(
+        tonic_reflection::server::Builder::configure().include_reflection_service(false),
+        |builder, set| builder.register_encoded_file_descriptor_set(set),
+    );
     served.fold(
-        tonic_reflection::server::Builder::configure()
-            .include_reflection_service(false)
-            .register_encoded_file_descriptor_set(backbone_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(
-                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-            ),
+        builder.register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET),
         |builder, name| builder.with_service_name(name),
     )
 }
 
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// Aborts a background task (a worker, the admin server) when the service stops.
+#[derive(Debug)]
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

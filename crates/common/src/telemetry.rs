@@ -35,12 +35,16 @@ impl Telemetry {
     }
 }
 
-/// True when the standard OTEL variables ask for OTLP trace export.
-fn otlp_requested() -> bool {
+/// True when the standard OTEL variables ask for OTLP export of `signal` (`TRACES`,
+/// `METRICS`): an endpoint is set, and neither the SDK nor that signal's exporter is off.
+pub(crate) fn otlp_requested(signal: &str) -> bool {
     let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
     let disabled = std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
-        || std::env::var("OTEL_TRACES_EXPORTER").is_ok_and(|v| v.eq_ignore_ascii_case("none"));
-    !disabled && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+        || std::env::var(format!("OTEL_{signal}_EXPORTER"))
+            .is_ok_and(|v| v.eq_ignore_ascii_case("none"));
+    !disabled
+        && (set("OTEL_EXPORTER_OTLP_ENDPOINT")
+            || set(&format!("OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")))
 }
 
 /// Installs the global subscriber, propagator and tracer provider for `service` (the default
@@ -57,7 +61,7 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> Telemetry {
     let (meters, metrics_error) = crate::metrics::init(resource.clone());
     let mut provider = SdkTracerProvider::builder().with_resource(resource);
     let mut export_error = None;
-    if otlp_requested() {
+    if otlp_requested("TRACES") {
         match opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .build()

@@ -3,6 +3,7 @@
 //! CLIENT span of each outgoing call and injects its context into the request headers.
 
 use std::{
+    collections::HashMap,
     future::Future,
     pin::Pin,
     sync::Arc,
@@ -65,15 +66,25 @@ pub fn current_trace_id() -> Option<String> {
 /// and the call's metrics (active calls, duration by status code).
 #[derive(Debug, Clone)]
 pub struct ServerTraceLayer {
-    /// Services this server answers; calls to other paths share one metrics label.
-    known: Arc<[&'static str]>,
+    /// The metrics labels of every method this server answers, by path (`/pkg.Service/Method`);
+    /// calls to any other path share one label.
+    known: Arc<HashMap<String, RpcLabels>>,
 }
 
 impl ServerTraceLayer {
-    /// A layer for a server that answers the gRPC services named in `known`.
-    pub fn new(known: impl IntoIterator<Item = &'static str>) -> Self {
+    /// A layer for a server that answers these (`package.Service`, `Method`) pairs.
+    pub fn new<'a>(methods: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        let known = methods
+            .into_iter()
+            .map(|(service, method)| {
+                (
+                    format!("/{service}/{method}"),
+                    RpcLabels::new(service, method),
+                )
+            })
+            .collect();
         Self {
-            known: known.into_iter().collect(),
+            known: Arc::new(known),
         }
     }
 }
@@ -92,7 +103,7 @@ impl<S> Layer<S> for ServerTraceLayer {
 #[derive(Debug, Clone)]
 pub struct ServerTrace<S> {
     inner: S,
-    known: Arc<[&'static str]>,
+    known: Arc<HashMap<String, RpcLabels>>,
 }
 
 impl<S, B, RB> Service<Request<B>> for ServerTrace<S>
@@ -111,9 +122,8 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let (service, method) = split_path(request.uri().path());
-        let known = self.known.contains(&service);
-        let mut measure = CallMeasure::start(RpcLabels::new(service, method, known));
+        let labels = self.known.get(request.uri().path()).cloned();
+        let mut measure = CallMeasure::start(labels.unwrap_or_else(RpcLabels::other));
         let span = rpc_span("server", request.uri().path());
         let parent =
             global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(request.headers())));

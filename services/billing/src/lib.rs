@@ -17,6 +17,7 @@ use backbone_common::{
     app::{self, AppError, PeerChannels},
     auth::{GrpcJwks, TokenVerifier},
     db::{Database, Migrations},
+    serve::AbortOnDrop,
 };
 use backbone_proto::billing::billing_service_server::BillingServiceServer;
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
@@ -128,15 +129,6 @@ pub async fn run(
     .await;
     drop(worker);
     served
-}
-
-/// Aborts a background task when the service stops.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// The `migrate` subcommand.

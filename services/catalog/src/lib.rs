@@ -14,6 +14,7 @@ use backbone_common::{
     app::{self, AppError, PeerChannels},
     auth::{GrpcJwks, TokenVerifier},
     db::{Database, Migrations},
+    serve::AbortOnDrop,
 };
 use backbone_proto::catalog::catalog_service_server::CatalogServiceServer;
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
@@ -82,15 +83,6 @@ pub async fn run(
     .await;
     drop(sweeper);
     served
-}
-
-/// Aborts a background task when the service stops.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// The `seed` subcommand: migrations, then the sample catalog.
