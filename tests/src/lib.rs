@@ -8,6 +8,7 @@
 
 pub mod auth_support;
 pub mod catalog_support;
+pub mod dns_support;
 pub mod oidc_support;
 pub mod otlp_support;
 pub mod pki_support;

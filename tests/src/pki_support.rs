@@ -53,10 +53,17 @@ impl Ca {
     /// A certificate for `localhost` and `127.0.0.1` named `name`, for servers and clients
     /// (cert-manager issues one such certificate per service).
     pub fn leaf(&self, name: &str) -> Leaf {
+        self.leaf_for(name, &["localhost", "127.0.0.1"])
+    }
+
+    /// A certificate named `name` for exactly `hosts` (DNS names or IP addresses).
+    pub fn leaf_for(&self, name: &str, hosts: &[&str]) -> Leaf {
         let key = KeyPair::generate().expect("leaf key");
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-                .expect("leaf params");
+        let hosts = hosts
+            .iter()
+            .map(|host| (*host).to_owned())
+            .collect::<Vec<_>>();
+        let mut params = CertificateParams::new(hosts).expect("leaf params");
         params.distinguished_name.push(DnType::CommonName, name);
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,

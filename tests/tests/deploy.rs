@@ -209,6 +209,7 @@ fn check(objects: &[Value]) -> Vec<String> {
                 continue;
             }
             problems.extend(files_are_mounted(&where_, container, &env));
+            problems.extend(peers_are_services(&where_, binary.prefix, &env, objects));
             let (port, admin) = match (
                 literal_port("LISTEN_ADDR", Some(binary.default_port)),
                 literal_port("ADMIN_ADDR", None),
@@ -289,6 +290,66 @@ fn files_are_mounted(
         .collect()
 }
 
+/// Every peer URL (`*_URL` with an http(s) scheme) names a Service of the overlay and one of its
+/// ports; with `--peer-balancing per-request` that Service must be headless, or the name would
+/// resolve to one virtual IP and nothing would be balanced.
+fn peers_are_services(
+    where_: &str,
+    prefix: &str,
+    env: &[(String, Option<String>)],
+    objects: &[Value],
+) -> Vec<String> {
+    let per_request = env.iter().any(|(name, value)| {
+        *name == format!("{prefix}_PEER_BALANCING") && value.as_deref() == Some("per-request")
+    });
+    let mut problems = Vec::new();
+    for (name, value) in env {
+        let Some(url) = value.as_deref().filter(|_| name.ends_with("_URL")) else {
+            continue;
+        };
+        let Some(authority) = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+        else {
+            continue;
+        };
+        let (host, port) = authority.split_once(':').unwrap_or((authority, "80"));
+        // `catalog`, `catalog.backbone` and `catalog.backbone.svc...` all name Service catalog.
+        let service_name = host.split('.').next().unwrap_or(host);
+        let service = objects.iter().find(|o| {
+            str_at(o, &["kind"]) == Some("Service")
+                && str_at(o, &["metadata", "name"]) == Some(service_name)
+        });
+        let Some(service) = service else {
+            problems.push(format!(
+                "{where_}: {name} calls {host}, which is no Service here"
+            ));
+            continue;
+        };
+        let has_port = service
+            .get("spec")
+            .into_iter()
+            .flat_map(|spec| items(spec, "ports"))
+            .any(|p| {
+                p.get("port")
+                    .and_then(Value::as_u64)
+                    .map(|n| n.to_string())
+                    .as_deref()
+                    == Some(port)
+            });
+        if !has_port {
+            problems.push(format!("{where_}: {name} calls port {port} of Service/{service_name}, which has no such port"));
+        }
+        let headless = str_at(service, &["spec", "clusterIP"]) == Some("None");
+        if per_request && !headless {
+            problems.push(format!(
+                "{where_}: {name} balances per request over Service/{service_name}, which is not headless (one virtual IP, nothing to balance)"
+            ));
+        }
+    }
+    problems
+}
+
 /// Each Service's target port is a named or numbered port of the pods it selects.
 fn services_target_their_pods(objects: &[Value]) -> Vec<String> {
     let mut problems = Vec::new();
@@ -320,7 +381,11 @@ fn services_target_their_pods(objects: &[Value]) -> Vec<String> {
                     .then_some(spec)
             })
             .collect();
-        for port in items(service, "ports") {
+        for port in service
+            .get("spec")
+            .into_iter()
+            .flat_map(|spec| items(spec, "ports"))
+        {
             let target = port.get("targetPort").or_else(|| port.get("port"));
             let matched = pods.iter().any(|spec| {
                 items(spec, "containers")
@@ -479,6 +544,27 @@ fn a_broken_copy_fails_the_check() {
             "mountPath: /var/run/secrets/backbone/tls",
             "mountPath: /var/run/secrets/backbone/certs",
             "AUTH_TLS_CERT_FILE names /var/run/secrets/backbone/tls/tls.crt, which no volume mount holds",
+        ),
+        // A Service port aimed at a port its pods do not have.
+        (
+            "k8s/base/catalog/service.yaml",
+            "targetPort: admin",
+            "targetPort: metrics",
+            "Service/catalog: target port Some(String(\"metrics\")) is no port of its pods",
+        ),
+        // Per-request balancing over a ClusterIP Service: one address, nothing balanced.
+        (
+            "k8s/overlays/prod/tls-patch.yaml",
+            "https://catalog-headless:50052",
+            "https://catalog:50052",
+            "BILLING_CATALOG_URL balances per request over Service/catalog, which is not headless",
+        ),
+        // A peer URL on a port its Service does not have.
+        (
+            "k8s/overlays/prod/tls-patch.yaml",
+            "CATALOG_AUTH_URL: https://auth-headless:50051",
+            "CATALOG_AUTH_URL: https://auth-headless:50052",
+            "CATALOG_AUTH_URL calls port 50052 of Service/auth-headless, which has no such port",
         ),
         // A writable root filesystem, and a privilege escalation, break the pod security check.
         (

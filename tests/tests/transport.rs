@@ -1,7 +1,8 @@
 //! The transport kit as a platform team meets it, with real processes: TLS on the gRPC port,
 //! certificates rotated in place without a restart (and a broken rotation ignored), mutual TLS
 //! from catalog to auth, and the plaintext admin port: gRPC health for kubelet probes and
-//! Prometheus metrics (RED per RPC, pool and worker gauges), which also go out over OTLP.
+//! Prometheus metrics (RED per RPC, pool and worker gauges), which also go out over OTLP; and
+//! per-request balancing over every address of a name, resolved through a real DNS server.
 
 #![allow(
     clippy::expect_used,
@@ -9,22 +10,25 @@
 )]
 
 use std::{
-    net::SocketAddr,
+    net::{Ipv4Addr, SocketAddr},
     path::Path,
     time::{Duration, Instant},
 };
 
 use backbone_common::{
+    app::PeerChannels,
     client::{self, Channel as KitChannel},
-    config::{PeerTlsArgs, TlsArgs},
+    config::{PeerArgs, PeerBalancing, TlsArgs},
     tls::ClientTls,
 };
 use backbone_proto::{auth as auth_pb, catalog as pb};
 use backbone_tests::{
     Backend, Process, Svc, TestDb,
-    auth_support::{PASSWORD, bearer},
+    auth_support::{PASSWORD, bearer, customer},
     catalog_support::{eur, product},
-    channel, free_port,
+    channel,
+    dns_support::DnsServer,
+    free_port,
     otlp_support::OtlpReceiver,
     pki_support::{Ca, write},
     run_grpcurl, wait_ready,
@@ -42,8 +46,9 @@ fn tls_channel(port: u16, ca: &Path, identity: Option<(&Path, &Path)>) -> KitCha
         tls_reload_interval: Duration::ZERO,
         ..TlsArgs::default()
     };
-    let peers = PeerTlsArgs {
+    let peers = PeerArgs {
         tls_ca_file: Some(ca.to_owned()),
+        ..PeerArgs::default()
     };
     let tls = ClientTls::from_args(&identity, &peers)
         .expect("client TLS files load")
@@ -540,4 +545,185 @@ async fn admin_port_serves_red_metrics_gauges_and_health_and_otlp_gets_them_too(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop((auth, catalog));
+}
+
+/// OK calls of `method` that the catalog behind `admin` has answered.
+async fn answered(admin: SocketAddr, method: &str) -> f64 {
+    let text = scrape(admin, "/metrics").await.1;
+    let method = format!("rpc_method=\"{method}\"");
+    sample(
+        &text,
+        "rpc_server_call_duration_seconds_count",
+        &[&method, "rpc_grpc_status_code=\"0\""],
+    )
+    .unwrap_or(0.0)
+}
+
+/// Waits until `dns` has answered two more queries: the client then has seen (and passed on to
+/// its balancer) an answer given after the last change.
+async fn re_resolved(dns: &DnsServer) {
+    let seen = dns.queries();
+    eventually("the client resolves the name again", || {
+        let now = dns.queries();
+        async move {
+            if now >= seen + 2 {
+                Ok(())
+            } else {
+                Err(format!("{} queries since", now - seen))
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_request_balancing_spreads_calls_over_every_address_of_a_name_and_follows_it() {
+    // A headless Service as DNS serves it: one name, the address of every ready replica.
+    let (first, second) = (Ipv4Addr::new(127, 0, 0, 1), Ipv4Addr::new(127, 0, 0, 2));
+    let (catalog_name, auth_name) = ("catalog.backbone.test", "auth.backbone.test");
+    let dns = DnsServer::start(&[
+        (&format!("{catalog_name}."), &[first, second]),
+        (&format!("{auth_name}."), &[first]),
+    ])
+    .await;
+    let dns_flag = dns.addr().to_string();
+
+    // Two catalog replicas on one PostgreSQL database and one port, at two addresses, serving
+    // TLS with a certificate for the name only (no IP address in it), and calling auth by a
+    // name that only this DNS server knows, balanced per request.
+    let pki = tempfile::tempdir().expect("temp dir");
+    let ca = Ca::new("Backbone test CA");
+    let ca_file = write(pki.path(), "ca.pem", &ca.pem);
+    let leaf = ca.leaf_for("catalog", &[catalog_name]);
+    let cert = write(pki.path(), "catalog.crt", &leaf.cert);
+    let key = write(pki.path(), "catalog.key", &leaf.key);
+    let path = |p: &Path| p.to_str().expect("utf-8 path").to_owned();
+    let (auth_db, catalog_db) = (
+        TestDb::new(Backend::Sqlite).await,
+        TestDb::new(Backend::Postgres).await,
+    );
+    let auth = Process::start(Svc::Auth, &auth_db.url, &[]);
+    let auth_url = format!("http://{auth_name}:{}", auth.addr.port());
+    let port = free_port();
+    let admins: Vec<SocketAddr> = [free_port(), free_port()]
+        .into_iter()
+        .map(|admin| admin_flag(admin).parse().expect("addr"))
+        .collect();
+    let mut replicas = Vec::new();
+    for (ip, admin) in [first, second].into_iter().zip(admins.iter().copied()) {
+        let admin_addr = admin.to_string();
+        replicas.push(Process::start_on(
+            Svc::Catalog,
+            SocketAddr::new(ip.into(), port),
+            &catalog_db.url,
+            &[
+                "--admin-addr",
+                &admin_addr,
+                "--tls-cert-file",
+                &path(&cert),
+                "--tls-key-file",
+                &path(&key),
+                "--auth-url",
+                &auth_url,
+            ],
+            &[
+                ("CATALOG_PEER_BALANCING", "per-request"),
+                ("CATALOG_PEER_DNS_SERVER", &dns_flag),
+            ],
+        ));
+        // One at a time: the second finds the schema migrated.
+        wait_ready(&channel(admin).await, Svc::Catalog.grpc_name()).await;
+    }
+
+    // The kit's own client, balanced per request over the name.
+    let peers = PeerArgs {
+        tls_ca_file: Some(ca_file.clone()),
+        peer_balancing: PeerBalancing::PerRequest,
+        peer_resolve_interval: Duration::from_millis(200),
+        peer_dns_server: Some(dns.addr()),
+    };
+    let channels = PeerChannels::new(&TlsArgs::default(), &peers).expect("peer channels");
+    let url = format!("https://{catalog_name}:{port}");
+    let mut client = pb::catalog_service_client::CatalogServiceClient::new(
+        channels
+            .channel(&url, "--catalog-url")
+            .expect("balanced channel"),
+    );
+    let list = pb::ListProductsRequest::default();
+    for call in 0..40 {
+        client
+            .list_products(list.clone())
+            .await
+            .unwrap_or_else(|err| panic!("call {call} through the balanced channel: {err:?}"));
+    }
+    let counts = [
+        answered(admins[0], "ListProducts").await,
+        answered(admins[1], "ListProducts").await,
+    ];
+    assert_eq!(counts[0] + counts[1], 40.0, "{counts:?}");
+    // Each pick is a fair coin between two idle replicas: fewer than 5 of 40 on one side has a
+    // probability below 1e-6.
+    assert!(
+        counts.iter().all(|count| *count >= 5.0),
+        "calls did not spread: {counts:?}"
+    );
+
+    // A replica leaves the name (its pod is no longer ready): no more calls reach it.
+    dns.set(&format!("{catalog_name}."), &[second]);
+    re_resolved(&dns).await;
+    for _ in 0..20 {
+        client
+            .list_products(list.clone())
+            .await
+            .expect("one replica left");
+    }
+    assert_eq!(answered(admins[0], "ListProducts").await, counts[0]);
+    assert_eq!(answered(admins[1], "ListProducts").await, counts[1] + 20.0);
+
+    // It comes back (a new pod): calls spread again without a new channel.
+    dns.set(&format!("{catalog_name}."), &[first, second]);
+    re_resolved(&dns).await;
+    for _ in 0..40 {
+        client
+            .list_products(list.clone())
+            .await
+            .expect("both again");
+    }
+    let back = answered(admins[0], "ListProducts").await - counts[0];
+    assert!(back >= 5.0, "the returning replica got {back} of 40 calls");
+
+    // Each replica reached auth through the name only the DNS server knows: a customer's token
+    // is read and refused (PERMISSION_DENIED), so both fetched auth's signing keys.
+    let mut auth_client =
+        auth_pb::auth_service_client::AuthServiceClient::new(channel(auth.addr).await);
+    wait_ready(&channel(auth.addr).await, Svc::Auth.grpc_name()).await;
+    let token = customer(&mut auth_client, "balanced@example.com").await;
+    for _ in 0..20 {
+        let denied = client
+            .create_product(bearer(
+                pb::CreateProductRequest {
+                    product: Some(product("DNS-1", "Balanced", eur(100))),
+                },
+                &token,
+            ))
+            .await
+            .expect_err("a customer cannot create products");
+        assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    }
+    for admin in &admins {
+        let text = scrape(*admin, "/metrics").await.1;
+        let denied = sample(
+            &text,
+            "rpc_server_call_duration_seconds_count",
+            &["rpc_method=\"CreateProduct\"", "rpc_grpc_status_code=\"7\""],
+        );
+        // 20 fair coins all on one side: probability 2e-6.
+        assert!(denied.is_some_and(|n| n >= 1.0), "{admin} checked no token");
+    }
+    let resolved = replicas.iter().all(|replica| {
+        replica
+            .logs()
+            .contains("balancing calls over the peer's addresses")
+    });
+    assert!(resolved, "a replica did not resolve auth's name");
 }

@@ -8,8 +8,9 @@ use tonic::service::Routes;
 
 use crate::{
     auth::TokenVerifier,
+    balance::PeerResolver,
     client::{self, Channel},
-    config::{PeerTlsArgs, ServerArgs, TlsArgs},
+    config::{PeerArgs, PeerBalancing, ServerArgs, TlsArgs},
     db::{Database, DbError},
     error::SourceChain,
     serve::{ServeError, ServeOptions, serve},
@@ -42,25 +43,40 @@ pub enum AppError {
     },
 }
 
-/// How a service reaches its peers: plaintext for `http://` URLs, TLS for `https://` ones.
+/// How a service reaches its peers: plaintext for `http://` URLs, TLS for `https://` ones; one
+/// connection per peer, or balanced per call over the addresses of its name.
 #[derive(Debug, Clone)]
 pub struct PeerChannels {
     tls: Option<ClientTls>,
+    /// Set with `--peer-balancing per-request`.
+    resolver: Option<PeerResolver>,
 }
 
 impl PeerChannels {
     /// Peers verified with `peers.tls_ca_file`, presenting the identity in `identity` to those
-    /// that require mutual TLS. Call inside the runtime (the TLS files are watched).
-    pub fn new(identity: &TlsArgs, peers: &PeerTlsArgs) -> Result<Self, AppError> {
+    /// that require mutual TLS, and balanced as `peers.peer_balancing` says. Call inside the
+    /// runtime (the TLS files are watched, peers' names re-resolved).
+    pub fn new(identity: &TlsArgs, peers: &PeerArgs) -> Result<Self, AppError> {
         let tls = ClientTls::from_args(identity, peers)
             .map_err(|err| AppError::Config(format!("peer TLS: {}", SourceChain(&err))))?;
-        Ok(Self { tls })
+        let resolver = match peers.peer_balancing {
+            PeerBalancing::Connection => None,
+            PeerBalancing::PerRequest => Some(
+                PeerResolver::new(peers.peer_dns_server, peers.peer_resolve_interval).map_err(
+                    |err| AppError::Config(format!("--peer-balancing per-request: {err}")),
+                )?,
+            ),
+        };
+        Ok(Self { tls, resolver })
     }
 
     /// A lazily connected channel to the peer at `url`, given by the flag `flag`.
     pub fn channel(&self, url: &str, flag: &str) -> Result<Channel, AppError> {
-        client::channel(url, self.tls.as_ref())
-            .map_err(|err| AppError::Config(format!("{flag}: {err}")))
+        match &self.resolver {
+            None => client::channel(url, self.tls.as_ref()),
+            Some(resolver) => client::balanced_channel(url, self.tls.as_ref(), resolver),
+        }
+        .map_err(|err| AppError::Config(format!("{flag}: {err}")))
     }
 }
 

@@ -156,14 +156,48 @@ pub struct TlsArgs {
     pub tls_reload_interval: Duration,
 }
 
-/// How this service verifies the peers it calls.
-#[derive(Debug, Clone, Default, Args)]
-pub struct PeerTlsArgs {
+/// How this service reaches and verifies the peers it calls.
+#[derive(Debug, Clone, Args)]
+pub struct PeerArgs {
     /// PEM CA bundle that peers' server certificates must chain to; needed for `https://`
     /// peer URLs. The identity of `--tls-cert-file`/`--tls-key-file` is presented to peers
     /// that require mutual TLS.
     #[arg(long)]
     pub tls_ca_file: Option<PathBuf>,
+    /// How calls spread over a peer's replicas. `connection`: one HTTP/2 connection to the
+    /// peer's name (behind a ClusterIP Service it lands on one replica; servers' maximum
+    /// connection age spreads clients over time). `per-request`: the name is resolved to every
+    /// address behind it (a headless Service) and each call goes to the less busy of two.
+    #[arg(long, value_enum, default_value_t = PeerBalancing::Connection)]
+    pub peer_balancing: PeerBalancing,
+    /// With `--peer-balancing per-request`: how often peers' names are resolved again, to
+    /// follow replicas that come and go.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub peer_resolve_interval: Duration,
+    /// With `--peer-balancing per-request`: the DNS server (`ip:port`) that resolves peers'
+    /// names, instead of the system's (`/etc/resolv.conf`, `/etc/hosts`).
+    #[arg(long)]
+    pub peer_dns_server: Option<SocketAddr>,
+}
+
+impl Default for PeerArgs {
+    fn default() -> Self {
+        Self {
+            tls_ca_file: None,
+            peer_balancing: PeerBalancing::Connection,
+            peer_resolve_interval: Duration::from_secs(10),
+            peer_dns_server: None,
+        }
+    }
+}
+
+/// How a service spreads its calls over a peer's replicas (`--peer-balancing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PeerBalancing {
+    /// One connection to the peer's name.
+    Connection,
+    /// Every call balanced over all addresses of the peer's name.
+    PerRequest,
 }
 
 /// Database connection flags (the URL itself lives in each service's config, with its default).

@@ -3,7 +3,9 @@
 
 pub mod app;
 pub mod auth;
+pub mod balance;
 pub mod client;
+
 pub mod config;
 pub mod db;
 pub mod error;

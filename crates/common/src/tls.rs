@@ -23,7 +23,7 @@ use tokio::{
 };
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use crate::config::{PeerTlsArgs, TlsArgs};
+use crate::config::{PeerArgs, TlsArgs};
 
 /// Longest a client may take to finish its TLS handshake before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -369,7 +369,7 @@ impl ClientTls {
     /// TLS for outgoing calls from `args`; `None` without `--tls-ca-file` (peers are reached
     /// over plaintext `http://` URLs). The identity of `--tls-cert-file`/`--tls-key-file` is
     /// presented to servers that ask for one (mutual TLS).
-    pub fn from_args(identity: &TlsArgs, peers: &PeerTlsArgs) -> Result<Option<Self>, TlsError> {
+    pub fn from_args(identity: &TlsArgs, peers: &PeerArgs) -> Result<Option<Self>, TlsError> {
         let Some(ca) = &peers.tls_ca_file else {
             return Ok(None);
         };

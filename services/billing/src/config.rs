@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use backbone_common::config::{
-    DatabaseArgs, PeerTlsArgs, Secret, ServerArgs, TelemetryArgs, TokenArgs,
+    DatabaseArgs, PeerArgs, Secret, ServerArgs, TelemetryArgs, TokenArgs,
 };
 use clap::{Args, Parser, Subcommand};
 
@@ -99,7 +99,7 @@ pub struct Config {
     pub server: ServerArgs,
     #[command(flatten)]
     #[allow(missing_docs, reason = "clap flattens the documented fields")]
-    pub peer_tls: PeerTlsArgs,
+    pub peers: PeerArgs,
     #[command(flatten)]
     #[allow(missing_docs, reason = "clap flattens the documented fields")]
     pub telemetry: TelemetryArgs,

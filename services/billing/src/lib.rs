@@ -59,7 +59,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
     let database = database(&config)?;
-    let channels = PeerChannels::new(&config.server.tls, &config.peer_tls)?;
+    let channels = PeerChannels::new(&config.server.tls, &config.peers)?;
     let auth = channels.channel(&config.auth_url, "--auth-url")?;
     let catalog = channels.channel(&config.catalog_url, "--catalog-url")?;
     let verifier = TokenVerifier::new(

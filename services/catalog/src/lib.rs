@@ -54,7 +54,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
     let database = database(&config)?;
-    let channel = PeerChannels::new(&config.server.tls, &config.peer_tls)?
+    let channel = PeerChannels::new(&config.server.tls, &config.peers)?
         .channel(&config.auth_url, "--auth-url")?;
     let verifier = TokenVerifier::new(config.token.verifier_settings(), GrpcJwks::new(channel));
     let catalog = Catalog::new(
