@@ -19,7 +19,7 @@ SEED ?=
 export TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 export GRPCURL
 
-.PHONY: help build release run admin test lint fmt tools buf grpcurl oidc postgres deploy-check
+.PHONY: help build release run admin test lint fmt tools buf grpcurl oidc postgres deploy-check bench bench-tools
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -89,6 +89,15 @@ admin: build ## Create an administrator in the `make run` auth database: make ad
 
 test: postgres grpcurl oidc build ## Run every test, on SQLite and on PostgreSQL ($$TEST_DATABASE_URL).
 	$(CARGO) test --workspace --all-targets
+
+bench: postgres bench-tools release ## Benchmarks against a bare tonic baseline, one table (QUICK=1: under 5 minutes).
+	./target/release/backbone-bench --database-url "$(TEST_DATABASE_URL)" $(if $(QUICK),--quick,)
+
+bench-tools: ## Install h2load (nghttp2-client) if missing; pgbench comes with PostgreSQL.
+	@command -v h2load >/dev/null || { \
+	  echo "installing h2load (nghttp2-client)"; \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -q nghttp2-client >/dev/null; }
+	@command -v pgbench >/dev/null || { echo "pgbench is missing: install PostgreSQL's server package (postgresql-15)"; exit 1; }
 
 lint: buf ## rustfmt, clippy (-D warnings), buf lint and buf format.
 	$(CARGO) fmt --all -- --check

@@ -612,7 +612,7 @@ fn the_image_builds_the_workspace_binaries_with_the_makefile_and_runs_as_non_roo
         recipe,
         ["\t$(CARGO) build --release --locked --workspace --bins"]
     );
-    // It ships exactly the workspace's binaries.
+    // It ships exactly the services' binaries (crates/bench's tools stay out).
     let metadata = Command::new(env!("CARGO"))
         .args(["metadata", "--no-deps", "--format-version", "1"])
         .current_dir(&root)
@@ -620,6 +620,7 @@ fn the_image_builds_the_workspace_binaries_with_the_makefile_and_runs_as_non_roo
         .expect("cargo metadata");
     let metadata: Value = serde_json::from_slice(&metadata.stdout).expect("metadata JSON");
     let mut binaries: Vec<String> = items(&metadata, "packages")
+        .filter(|p| str_at(p, &["manifest_path"]).is_some_and(|m| m.contains("/services/")))
         .flat_map(|p| items(p, "targets"))
         .filter(|t| items(t, "kind").any(|k| k.as_str() == Some("bin")))
         .filter_map(|t| str_at(t, &["name"]).map(str::to_owned))

@@ -126,7 +126,9 @@ pub struct AuthArgs {
     /// Failed logins per account before each further attempt must wait (doubling from 1s).
     #[arg(long, default_value_t = 5)]
     pub login_attempts_per_account: i64,
-    /// Failed logins per client address before each further attempt must wait.
+    /// Login attempts per client address (successful ones count too, so one address cannot
+    /// sweep many accounts) before each further attempt must wait. Raise it when many people
+    /// sign in from one address (a NAT, or a backend calling Login for its users).
     #[arg(long, default_value_t = 100)]
     pub login_attempts_per_address: i64,
     /// Longest wait imposed between login attempts; counters reset after this much quiet.

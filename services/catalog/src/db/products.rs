@@ -8,9 +8,11 @@ use backbone_common::{
     db_run,
 };
 use chrono::NaiveDateTime;
+use diesel::dsl::sql;
+use diesel::sql_types::{BigInt, Bool, Text, Timestamp};
 use diesel::{
-    BoolExpressionMethods as _, EscapeExpressionMethods as _, ExpressionMethods as _,
-    OptionalExtension as _, QueryDsl as _, SelectableHelper as _, TextExpressionMethods as _,
+    EscapeExpressionMethods as _, ExpressionMethods as _, OptionalExtension as _, QueryDsl as _,
+    SelectableHelper as _, TextExpressionMethods as _,
 };
 use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
 use serde::{Deserialize, Serialize};
@@ -363,45 +365,58 @@ pub async fn list(
                 cursor.title.clone(),
                 cursor.id.clone(),
             );
+            // Row-value comparisons: both backends turn them into one index range starting
+            // right after the cursor, so page 500 costs what page 1 does (an `a < x OR (a = x
+            // AND id < y)` form made PostgreSQL walk the index from the start).
+            let keyset = |columns: &str, op: &str| sql::<Bool>(&format!("({columns}) {op} ("));
             q = match query.order {
-                ProductOrder::CreatedDesc => q.filter(
-                    products::created_at
-                        .lt(t)
-                        .or(products::created_at.eq(t).and(products::id.lt(id))),
-                ),
-                ProductOrder::CreatedAsc => q.filter(
-                    products::created_at
-                        .gt(t)
-                        .or(products::created_at.eq(t).and(products::id.gt(id))),
-                ),
-                ProductOrder::PriceAsc => q.filter(
-                    products::currency_code
-                        .gt(cur.clone())
-                        .or(products::currency_code.eq(cur).and(
-                            products::price_minor
-                                .gt(p)
-                                .or(products::price_minor.eq(p).and(products::id.gt(id))),
-                        )),
-                ),
-                ProductOrder::PriceDesc => q.filter(
-                    products::currency_code
-                        .lt(cur.clone())
-                        .or(products::currency_code.eq(cur).and(
-                            products::price_minor
-                                .lt(p)
-                                .or(products::price_minor.eq(p).and(products::id.lt(id))),
-                        )),
-                ),
-                ProductOrder::TitleAsc => q.filter(
-                    products::title
-                        .gt(title.clone())
-                        .or(products::title.eq(title).and(products::id.gt(id))),
-                ),
-                ProductOrder::TitleDesc => q.filter(
-                    products::title
-                        .lt(title.clone())
-                        .or(products::title.eq(title).and(products::id.lt(id))),
-                ),
+                ProductOrder::CreatedDesc | ProductOrder::CreatedAsc => {
+                    let op = if query.order == ProductOrder::CreatedDesc {
+                        "<"
+                    } else {
+                        ">"
+                    };
+                    q.filter(
+                        keyset("products.created_at, products.id", op)
+                            .bind::<Timestamp, _>(t)
+                            .sql(", ")
+                            .bind::<Text, _>(id)
+                            .sql(")"),
+                    )
+                }
+                ProductOrder::PriceAsc | ProductOrder::PriceDesc => {
+                    let op = if query.order == ProductOrder::PriceDesc {
+                        "<"
+                    } else {
+                        ">"
+                    };
+                    q.filter(
+                        keyset(
+                            "products.currency_code, products.price_minor, products.id",
+                            op,
+                        )
+                        .bind::<Text, _>(cur)
+                        .sql(", ")
+                        .bind::<BigInt, _>(p)
+                        .sql(", ")
+                        .bind::<Text, _>(id)
+                        .sql(")"),
+                    )
+                }
+                ProductOrder::TitleAsc | ProductOrder::TitleDesc => {
+                    let op = if query.order == ProductOrder::TitleDesc {
+                        "<"
+                    } else {
+                        ">"
+                    };
+                    q.filter(
+                        keyset("products.title, products.id", op)
+                            .bind::<Text, _>(title)
+                            .sql(", ")
+                            .bind::<Text, _>(id)
+                            .sql(")"),
+                    )
+                }
             };
         }
         q = match query.order {

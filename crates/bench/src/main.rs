@@ -1,0 +1,1130 @@
+//! `make bench`: starts the bare tonic baseline and the services (release binaries) on
+//! PostgreSQL and SQLite, drives load and prints one table: scenario, throughput, p50, p99,
+//! ratio, target, pass/fail. Ratios are measured in the same run, alternating baseline and
+//! scenario for three rounds and taking the median, since this machine is shared and noisy.
+
+use std::{
+    fmt::Write as _,
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, ExitCode, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, anyhow, bail, ensure};
+use backbone_bench::{
+    echo::{EchoRequest, EchoResponse},
+    grpc_frame,
+};
+use backbone_proto::{
+    auth::{self as auth_pb, auth_service_client::AuthServiceClient},
+    billing::{self as billing_pb, billing_service_client::BillingServiceClient},
+    catalog::{self as catalog_pb, catalog_service_client::CatalogServiceClient},
+    common::Money,
+};
+use clap::Parser;
+use prost::Message as _;
+use tonic::transport::Channel;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+const PASSWORD: &str = "bench-password-Quill-Harbor-42";
+const KEK: &str = "YmVuY2gta2V5LWVuY3J5cHRpb24ta2V5LTMyLWJ5dGU=";
+
+#[derive(Debug, Parser)]
+#[command(name = "backbone-bench", about = "Backbone's benchmarks (make bench)")]
+struct Opts {
+    /// Shorter runs (2 s per measurement instead of 6 s): the whole bench in under 5 minutes.
+    #[arg(long)]
+    quick: bool,
+    /// PostgreSQL server (any database on it; the bench creates and drops its own).
+    #[arg(
+        long,
+        env = "BENCH_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    database_url: String,
+    /// h2load, from nghttp2-client.
+    #[arg(long, default_value = "h2load")]
+    h2load: PathBuf,
+    /// pgbench, from PostgreSQL.
+    #[arg(long, default_value = "pgbench")]
+    pgbench: PathBuf,
+    /// Where the release binaries are (default: beside this one).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Rounds of baseline-then-scenario per ratio (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+}
+
+/// One line of the report.
+struct Row {
+    scenario: String,
+    throughput: String,
+    p50: String,
+    p99: String,
+    ratio: String,
+    target: String,
+    pass: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let opts = Opts::parse();
+    match run(&opts).await {
+        Ok(rows) => {
+            print!("{}", table(&rows));
+            if rows.iter().all(|row| row.pass) {
+                ExitCode::SUCCESS
+            } else {
+                println!("\nsome targets were missed (see the table)");
+                ExitCode::FAILURE
+            }
+        }
+        Err(err) => {
+            eprintln!("bench failed: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn table(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| scenario | throughput | p50 | p99 | ratio | target | result |\n|---|---|---|---|---|---|---|\n",
+    );
+    for row in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            row.scenario,
+            row.throughput,
+            row.p50,
+            row.p99,
+            row.ratio,
+            row.target,
+            if row.pass { "pass" } else { "FAIL" }
+        );
+    }
+    out
+}
+
+/// A started process, killed when dropped.
+struct Proc {
+    name: String,
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    fn rss_kib(&self, field: &str) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .with_context(|| format!("{} is not running", self.name))?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| anyhow!("no {field} for {}", self.name))
+    }
+}
+
+struct Bench<'a> {
+    opts: &'a Opts,
+    bins: PathBuf,
+    work: PathBuf,
+    measure: Duration,
+}
+
+impl Bench<'_> {
+    /// A free loopback port (the kernel picks it; the process binds it right after).
+    fn port(&self) -> SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    fn spawn(
+        &self,
+        name: &str,
+        binary: &str,
+        addr: SocketAddr,
+        args: &[String],
+    ) -> anyhow::Result<Proc> {
+        let log = std::fs::File::create(self.work.join(format!("{name}.log")))?;
+        let child = Command::new(self.bins.join(binary))
+            .arg("--listen-addr")
+            .arg(addr.to_string())
+            .args(args)
+            .env("AUTH_KEY_ENCRYPTION_KEY", KEK)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("start {binary} (run `make release` first)"))?;
+        Ok(Proc {
+            name: name.to_owned(),
+            child,
+            addr,
+        })
+    }
+
+    /// Runs h2load against `load` and checks that every call succeeded with the expected answer.
+    fn h2load(&self, load: &Load, measure: Duration) -> anyhow::Result<Measured> {
+        let body = self.work.join("body.bin");
+        std::fs::write(&body, &load.body)?;
+        let log = self.work.join("h2load.log");
+        let _ = std::fs::remove_file(&log);
+        let mut command = Command::new(&self.opts.h2load);
+        command
+            .args([
+                "-t",
+                "1",
+                "-c",
+                &load.clients.to_string(),
+                "-m",
+                &load.streams.to_string(),
+            ])
+            .args([
+                "-D",
+                &measure.as_secs().max(1).to_string(),
+                "--warm-up-time",
+                "1",
+            ])
+            .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+            .arg("-d")
+            .arg(&body)
+            .arg("--log-file")
+            .arg(&log);
+        for header in &load.headers {
+            command.args(["-H", header]);
+        }
+        let output = command
+            .arg(&load.url)
+            .output()
+            .context("run h2load (apt-get install nghttp2-client)")?;
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        ensure!(
+            output.status.success(),
+            "h2load failed: {text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let rps =
+            number_after(&text, "req/s", true).ok_or_else(|| anyhow!("no req/s in {text}"))?;
+        let requests = text
+            .lines()
+            .find(|line| line.starts_with("requests:"))
+            .ok_or_else(|| anyhow!("no requests line in {text}"))?;
+        let count = |what: &str| number_after(requests, what, true).unwrap_or(0.0);
+        let (succeeded, failed, errored) = (count("succeeded"), count("failed"), count("errored"));
+        ensure!(
+            succeeded > 0.0 && failed == 0.0 && errored == 0.0,
+            "{}: {requests}",
+            load.url
+        );
+        // A gRPC error is HTTP 200 with an error in the trailers and no message: count the bytes.
+        let data = text
+            .lines()
+            .find(|line| line.starts_with("traffic:"))
+            .and_then(|line| line.rsplit_once(" data"))
+            .and_then(|(head, _)| head.rsplit_once('('))
+            .and_then(|(_, n)| n.trim_end_matches(')').parse::<f64>().ok())
+            .ok_or_else(|| anyhow!("no data traffic in {text}"))?;
+        #[allow(clippy::cast_precision_loss, reason = "byte counts far below 2^52")]
+        let expected = load.answer_bytes as f64;
+        ensure!(
+            data >= succeeded * expected,
+            "{}: {data} response bytes for {succeeded} calls of {expected} bytes: some answered with a gRPC error",
+            load.url
+        );
+        let mut latencies: Vec<u64> = std::fs::read_to_string(&log)?
+            .lines()
+            .filter_map(|line| {
+                let mut columns = line.split('\t');
+                let _start = columns.next()?;
+                let status = columns.next()?;
+                (status == "200").then_some(())?;
+                columns.next()?.trim().parse().ok()
+            })
+            .collect();
+        ensure!(!latencies.is_empty(), "h2load logged no requests");
+        latencies.sort_unstable();
+        Ok(Measured {
+            rps,
+            p50: percentile(&latencies, 0.50),
+            p99: percentile(&latencies, 0.99),
+        })
+    }
+
+    /// Alternates `baseline` and `scenario` for the configured rounds; the median round (by
+    /// ratio of `metric`) is returned with the ratio.
+    fn alternate(
+        &self,
+        baseline: &Load,
+        scenario: &Load,
+        metric: fn(&Measured) -> f64,
+    ) -> anyhow::Result<(Measured, f64)> {
+        let mut rounds = Vec::new();
+        for _ in 0..self.opts.rounds {
+            let base = self.h2load(baseline, self.measure)?;
+            let measured = self.h2load(scenario, self.measure)?;
+            let ratio = metric(&measured) / metric(&base);
+            rounds.push((measured, ratio));
+        }
+        rounds.sort_by(|a, b| a.1.total_cmp(&b.1));
+        let middle = rounds.len() / 2;
+        Ok(rounds.swap_remove(middle))
+    }
+}
+
+/// One h2load target.
+struct Load {
+    url: String,
+    body: Vec<u8>,
+    headers: Vec<String>,
+    clients: u32,
+    streams: u32,
+    /// Bytes of DATA in one successful answer (gRPC frame header included).
+    answer_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+fn percentile(sorted: &[u64], q: f64) -> Duration {
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
+        reason = "an index into a non-empty list"
+    )]
+    let index = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    Duration::from_micros(sorted[index.min(sorted.len() - 1)])
+}
+
+/// The number just before (or after) `word` in `text`.
+fn number_after(text: &str, word: &str, before: bool) -> Option<f64> {
+    let at = text.find(word)?;
+    let token = if before {
+        text[..at].trim_end().rsplit([' ', ',']).next()?
+    } else {
+        text[at + word.len()..].split_whitespace().next()?
+    };
+    token
+        .trim_matches(|c: char| !c.is_ascii_digit() && c != '.')
+        .parse()
+        .ok()
+}
+
+fn ms(duration: Duration) -> String {
+    format!("{:.2} ms", duration.as_secs_f64() * 1000.0)
+}
+
+async fn channel(addr: SocketAddr) -> anyhow::Result<Channel> {
+    Ok(Channel::from_shared(format!("http://{addr}"))?.connect_lazy())
+}
+
+/// Polls health until `service` is SERVING; returns how long it took from `since`.
+async fn wait_serving(addr: SocketAddr, service: &str, since: Instant) -> anyhow::Result<Duration> {
+    let deadline = since + Duration::from_secs(60);
+    loop {
+        if let Ok(channel) = Channel::from_shared(format!("http://{addr}"))?
+            .connect()
+            .await
+        {
+            let status = HealthClient::new(channel)
+                .check(HealthCheckRequest {
+                    service: service.to_owned(),
+                })
+                .await
+                .map(|r| r.into_inner().status());
+            if matches!(status, Ok(ServingStatus::Serving)) {
+                return Ok(since.elapsed());
+            }
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{service} at {addr} did not become SERVING"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn bearer<T>(message: T, token: &str) -> anyhow::Result<tonic::Request<T>> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse()?);
+    Ok(request)
+}
+
+async fn login(auth: &mut AuthServiceClient<Channel>, email: &str) -> anyhow::Result<String> {
+    let tokens = auth
+        .login(auth_pb::LoginRequest {
+            email: email.to_owned(),
+            password: PASSWORD.to_owned(),
+        })
+        .await?
+        .into_inner()
+        .tokens
+        .ok_or_else(|| anyhow!("login gave no tokens"))?;
+    Ok(tokens.access_token)
+}
+
+async fn sign_up(auth: &mut AuthServiceClient<Channel>, email: &str) -> anyhow::Result<String> {
+    auth.sign_up(auth_pb::SignUpRequest {
+        email: email.to_owned(),
+        password: PASSWORD.to_owned(),
+        display_name: "Bench".to_owned(),
+    })
+    .await?;
+    login(auth, email).await
+}
+
+/// Creates, drops first if it exists, one database per name on the server of `url`.
+async fn fresh_databases(url: &str, names: &[&str]) -> anyhow::Result<()> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .context("connect to PostgreSQL (make postgres starts it)")?;
+    let driver = tokio::spawn(connection);
+    for name in names {
+        client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await?;
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await?;
+    }
+    drop(client);
+    let _ = driver.await;
+    Ok(())
+}
+
+/// `url` with its database replaced by `name`.
+fn database_url(url: &str, name: &str) -> String {
+    match url.rsplit_once('/') {
+        Some((server, _)) => format!("{server}/{name}"),
+        None => format!("{url}/{name}"),
+    }
+}
+
+fn eur(amount_minor: i64) -> Money {
+    Money {
+        currency_code: "EUR".into(),
+        amount_minor,
+    }
+}
+
+#[allow(
+    clippy::too_many_lines,
+    reason = "the bench reads top to bottom, one scenario after another"
+)]
+async fn run(opts: &Opts) -> anyhow::Result<Vec<Row>> {
+    let bins = match &opts.bin_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .ok_or_else(|| anyhow!("no directory"))?
+            .to_owned(),
+    };
+    let work = std::env::temp_dir().join(format!("backbone-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let bench = Bench {
+        opts,
+        bins,
+        work: work.clone(),
+        measure: Duration::from_secs(if opts.quick { 2 } else { 6 }),
+    };
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    eprintln!(
+        "bench: {cores} cores, {} s per measurement, {} rounds; logs in {}",
+        bench.measure.as_secs(),
+        opts.rounds,
+        work.display()
+    );
+    let mut rows = Vec::new();
+
+    // Start-up to SERVING on SQLite, fresh databases (migrations included), median of three.
+    for (svc, name) in [
+        ("auth", "backbone.auth.v1.AuthService"),
+        ("catalog", "backbone.catalog.v1.CatalogService"),
+        ("billing", "backbone.billing.v1.BillingService"),
+    ] {
+        let mut times = Vec::new();
+        for round in 0..3 {
+            let addr = bench.port();
+            let db = work.join(format!("{svc}-{round}.db"));
+            let started = Instant::now();
+            let proc = bench.spawn(
+                svc,
+                &format!("backbone-{svc}"),
+                addr,
+                &[
+                    "--database-url".into(),
+                    format!("sqlite://{}", db.display()),
+                ],
+            )?;
+            times.push(wait_serving(proc.addr, name, started).await?);
+        }
+        times.sort();
+        let median = times[1];
+        rows.push(Row {
+            scenario: format!("start-up to SERVING, {svc}, SQLite"),
+            throughput: "-".into(),
+            p50: ms(median),
+            p99: "-".into(),
+            ratio: "-".into(),
+            target: "≤ 300 ms".into(),
+            pass: median <= Duration::from_millis(300),
+        });
+    }
+
+    // The stack on PostgreSQL, one database per service.
+    eprintln!("bench: preparing PostgreSQL databases");
+    fresh_databases(
+        &opts.database_url,
+        &[
+            "bench_auth",
+            "bench_catalog",
+            "bench_billing",
+            "bench_pgbench",
+        ],
+    )
+    .await?;
+    let url = |name: &str| database_url(&opts.database_url, name);
+    let auth_db = url("bench_auth");
+    // An administrator and billing's service account, made with the binary's own commands.
+    let admin_email = "admin@bench.test";
+    let mut create_admin = Command::new(bench.bins.join("backbone-auth"))
+        .args([
+            "create-admin",
+            "--email",
+            admin_email,
+            "--database-url",
+            &auth_db,
+            "--log-format",
+            "text",
+        ])
+        .env("AUTH_KEY_ENCRYPTION_KEY", KEK)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()?;
+    if let Some(stdin) = create_admin.stdin.as_mut() {
+        use std::io::Write as _;
+        writeln!(stdin, "{PASSWORD}")?;
+    }
+    ensure!(create_admin.wait()?.success(), "create-admin failed");
+    let secret_file = work.join("billing-secret");
+    let account = Command::new(bench.bins.join("backbone-auth"))
+        .args([
+            "create-service-account",
+            "--display-name",
+            "billing",
+            "--database-url",
+            &auth_db,
+            "--log-format",
+            "text",
+        ])
+        .arg("--secret-file")
+        .arg(&secret_file)
+        .env("AUTH_KEY_ENCRYPTION_KEY", KEK)
+        .env("RUST_LOG", "warn")
+        .output()?;
+    ensure!(account.status.success(), "create-service-account failed");
+    let client_id = String::from_utf8(account.stdout)?.trim().to_owned();
+
+    let auth_addr = bench.port();
+    // Every call of the bench comes from 127.0.0.1: the per-address login limit would stop the
+    // login flood, as it stops one address sweeping accounts.
+    let auth = bench.spawn(
+        "auth",
+        "backbone-auth",
+        auth_addr,
+        &[
+            "--database-url".into(),
+            auth_db.clone(),
+            "--login-attempts-per-address".into(),
+            "1000000000".into(),
+        ],
+    )?;
+    let auth_url = format!("http://{auth_addr}");
+    let catalog_addr = bench.port();
+    let catalog = bench.spawn(
+        "catalog",
+        "backbone-catalog",
+        catalog_addr,
+        &[
+            "--database-url".into(),
+            url("bench_catalog"),
+            "--auth-url".into(),
+            auth_url.clone(),
+        ],
+    )?;
+    // The same catalog without its product cache: every GetProduct reads PostgreSQL.
+    let uncached_addr = bench.port();
+    let uncached = bench.spawn(
+        "catalog-uncached",
+        "backbone-catalog",
+        uncached_addr,
+        &[
+            "--database-url".into(),
+            url("bench_catalog"),
+            "--auth-url".into(),
+            auth_url.clone(),
+            "--product-cache-capacity".into(),
+            "0".into(),
+            "--product-cache-ttl".into(),
+            "0s".into(),
+        ],
+    )?;
+    let billing_addr = bench.port();
+    let billing = bench.spawn(
+        "billing",
+        "backbone-billing",
+        billing_addr,
+        &[
+            "--database-url".into(),
+            url("bench_billing"),
+            "--auth-url".into(),
+            auth_url.clone(),
+            "--catalog-url".into(),
+            format!("http://{catalog_addr}"),
+            "--service-client-id".into(),
+            client_id,
+            "--service-client-secret-file".into(),
+            secret_file.display().to_string(),
+        ],
+    )?;
+    let bare_addr = bench.port();
+    let bare = bench.spawn(
+        "echo-bare",
+        "bench-echo",
+        bare_addr,
+        &["--mode".into(), "bare".into()],
+    )?;
+    let kit_addr = bench.port();
+    let kit = bench.spawn(
+        "echo-kit",
+        "bench-echo",
+        kit_addr,
+        &[
+            "--mode".into(),
+            "kit".into(),
+            "--auth-url".into(),
+            auth_url.clone(),
+        ],
+    )?;
+    let now = Instant::now();
+    wait_serving(auth_addr, "backbone.auth.v1.AuthService", now).await?;
+    wait_serving(catalog_addr, "backbone.catalog.v1.CatalogService", now).await?;
+    wait_serving(uncached_addr, "backbone.catalog.v1.CatalogService", now).await?;
+    wait_serving(billing_addr, "backbone.billing.v1.BillingService", now).await?;
+    wait_serving(kit_addr, "backbone.bench.v1.EchoService", now).await?;
+    wait_serving(bare_addr, "", now).await.ok();
+    // Idle memory: after start-up, before any load.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut idle = Vec::new();
+    for proc in [&auth, &catalog, &billing] {
+        idle.push((proc.name.clone(), proc.rss_kib("VmRSS:")?));
+    }
+
+    let mut auth_client = AuthServiceClient::new(channel(auth_addr).await?);
+    let admin = login(&mut auth_client, admin_email).await?;
+    let customer = sign_up(&mut auth_client, "customer@bench.test").await?;
+    let mut catalog_client = CatalogServiceClient::new(channel(catalog_addr).await?);
+    // The product GetProduct reads, then one per shopper for checkout (as pgbench's 8 clients
+    // spread over 8 branches, eight customers buy different things).
+    let mut products = Vec::new();
+    for n in 0..9 {
+        products.push(stocked_product(&mut catalog_client, &admin, n).await?);
+    }
+    let product = products.remove(0);
+
+    // Baseline and the trivial RPC through the kit.
+    let echo = EchoRequest {
+        message: "ping".into(),
+    };
+    let echo_answer = 5 + EchoResponse {
+        message: echo.message.clone(),
+    }
+    .encoded_len();
+    let echo_load = |addr: SocketAddr, headers: Vec<String>, clients, streams| Load {
+        url: format!("http://{addr}/backbone.bench.v1.EchoService/Echo"),
+        body: grpc_frame(&echo),
+        headers,
+        clients,
+        streams,
+        answer_bytes: echo_answer,
+    };
+    let auth_header = |token: &str| vec![format!("authorization: Bearer {token}")];
+    let (clients, streams) = (4, 16);
+    let baseline = echo_load(bare_addr, Vec::new(), clients, streams);
+    eprintln!("bench: trivial RPC");
+    let (kit_run, ratio) = bench.alternate(
+        &baseline,
+        &echo_load(kit_addr, auth_header(&customer), clients, streams),
+        |m| m.rps,
+    )?;
+    rows.push(throughput_row(
+        "trivial RPC through the full kit (token, tracing, limits)",
+        kit_run,
+        ratio,
+        0.90,
+    ));
+
+    // GetProduct, cached, with a bearer token.
+    let get = catalog_pb::GetProductRequest {
+        product_id: product.id.clone(),
+    };
+    let get_answer = 5 + catalog_client
+        .get_product(get.clone())
+        .await?
+        .into_inner()
+        .encoded_len();
+    let get_load = |addr: SocketAddr, token: &str, clients, streams| Load {
+        url: format!("http://{addr}/backbone.catalog.v1.CatalogService/GetProduct"),
+        body: grpc_frame(&get),
+        headers: auth_header(token),
+        clients,
+        streams,
+        answer_bytes: get_answer,
+    };
+    eprintln!("bench: GetProduct");
+    let (cached, ratio) = bench.alternate(
+        &baseline,
+        &get_load(catalog_addr, &customer, clients, streams),
+        |m| m.rps,
+    )?;
+    rows.push(throughput_row(
+        "GetProduct, cached, bearer token",
+        cached,
+        ratio,
+        0.80,
+    ));
+    let single = echo_load(bare_addr, Vec::new(), 1, 1);
+    let (one, ratio) = bench.alternate(&single, &get_load(catalog_addr, &customer, 1, 1), |m| {
+        m.p50.as_secs_f64()
+    })?;
+    rows.push(latency_row(
+        "GetProduct, cached, 1 in flight: p50 vs baseline p50",
+        one,
+        ratio,
+        1.2,
+    ));
+    let (uncached_run, ratio) = bench.alternate(
+        &baseline,
+        &get_load(uncached_addr, &customer, clients, streams),
+        |m| m.rps,
+    )?;
+    rows.push(throughput_row(
+        "GetProduct, not cached, PostgreSQL",
+        uncached_run,
+        ratio,
+        0.30,
+    ));
+    // The baseline's rate in that round.
+    let uncached_reference = uncached_run.rps / ratio;
+
+    // ListProducts over 100,000 products: page 1 against page 500.
+    eprintln!("bench: ListProducts (loading 100,000 products)");
+    seed_products(&url("bench_catalog"), 100_000).await?;
+    let first_page = catalog_pb::ListProductsRequest {
+        page_size: 20,
+        ..Default::default()
+    };
+    let mut page = first_page.clone();
+    for _ in 1..500 {
+        let answer = catalog_client
+            .list_products(page.clone())
+            .await?
+            .into_inner();
+        ensure!(!answer.next_page_token.is_empty(), "fewer than 500 pages");
+        page.page_token = answer.next_page_token;
+    }
+    let list_load = |request: &catalog_pb::ListProductsRequest, answer: usize| Load {
+        url: format!("http://{catalog_addr}/backbone.catalog.v1.CatalogService/ListProducts"),
+        body: grpc_frame(request),
+        headers: Vec::new(),
+        clients: 1,
+        streams: 1,
+        answer_bytes: answer,
+    };
+    let first_answer = 5 + catalog_client
+        .list_products(first_page.clone())
+        .await?
+        .into_inner()
+        .encoded_len();
+    let deep_answer = 5 + catalog_client
+        .list_products(page.clone())
+        .await?
+        .into_inner()
+        .encoded_len();
+    let (deep, ratio) = bench.alternate(
+        &list_load(&first_page, first_answer),
+        &list_load(&page, deep_answer),
+        |m| m.p50.as_secs_f64(),
+    )?;
+    rows.push(latency_row(
+        "ListProducts page 500 vs page 1, 100,000 products (p50)",
+        deep,
+        ratio,
+        1.2,
+    ));
+
+    // Checkout on PostgreSQL, 8 customers, against pgbench tpcb-like with 8 clients.
+    eprintln!("bench: checkout vs pgbench (initialising pgbench at scale 8)");
+    let pgbench_db = url("bench_pgbench");
+    let init = Command::new(&opts.pgbench)
+        .args(["-i", "-q", "-s", "8", &pgbench_db])
+        .output()
+        .context("run pgbench")?;
+    ensure!(
+        init.status.success(),
+        "pgbench -i failed: {}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let shopper_emails: Vec<String> = (0..8).map(|n| format!("shopper{n}@bench.test")).collect();
+    let mut shoppers = Vec::new();
+    for email in &shopper_emails {
+        shoppers.push(sign_up(&mut auth_client, email).await?);
+    }
+    let mut rounds = Vec::new();
+    for _ in 0..opts.rounds {
+        let tps = pgbench_tps(opts, &pgbench_db, bench.measure, "tpcb-like")?;
+        let checkouts = checkout_rate(billing_addr, &shoppers, &products, bench.measure).await?;
+        rounds.push((checkouts, checkouts.rps / tps, tps));
+    }
+    rounds.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let (checkouts, ratio, tps) = rounds[rounds.len() / 2];
+    // What PostgreSQL alone answers in point reads (pgbench -S, 8 clients, prepared): the
+    // ceiling of any uncached read path on this machine, next to the baseline it is held to.
+    let select_only = pgbench_tps(opts, &pgbench_db, bench.measure, "select-only")?;
+    let ceiling = select_only / uncached_reference;
+    rows.push(Row {
+        scenario: "reference: PostgreSQL point reads alone (pgbench select-only, 8 clients)".into(),
+        throughput: format!("{select_only:.0}/s"),
+        p50: "-".into(),
+        p99: "-".into(),
+        ratio: format!("{ceiling:.2}"),
+        target: "(ceiling for the uncached read)".into(),
+        pass: true,
+    });
+    rows.push(Row {
+        scenario: format!(
+            "checkout, PostgreSQL, 8 customers (pgbench tpcb-like 8 clients: {tps:.0} tps)"
+        ),
+        throughput: format!("{:.0}/s", checkouts.rps),
+        p50: ms(checkouts.p50),
+        p99: ms(checkouts.p99),
+        ratio: format!("{ratio:.2} × pgbench"),
+        target: "≥ 0.20".into(),
+        pass: ratio >= 0.20,
+    });
+
+    // Login (argon2id), and GetProduct's p99 while logins flood auth.
+    eprintln!("bench: login flood");
+    let steady = get_load(catalog_addr, &customer, 1, 1);
+    let mut rounds = Vec::new();
+    for _ in 0..opts.rounds {
+        let quiet = bench.h2load(&steady, bench.measure)?;
+        let flood = login_flood(auth_addr, &shopper_emails, 2 * cores);
+        let loaded = bench.h2load(&steady, bench.measure)?;
+        let logins = flood.stop().await?;
+        rounds.push((
+            logins,
+            loaded,
+            loaded.p99.as_secs_f64() / quiet.p99.as_secs_f64(),
+        ));
+    }
+    rounds.sort_by(|a, b| a.2.total_cmp(&b.2));
+    let (_, loaded, p99_ratio) = rounds[rounds.len() / 2];
+    let mut logins: Vec<f64> = rounds.iter().map(|r| r.0).collect();
+    logins.sort_by(f64::total_cmp);
+    #[allow(clippy::cast_precision_loss, reason = "a core count")]
+    let per_core = logins[logins.len() / 2] / cores as f64;
+    rows.push(Row {
+        scenario: format!("login, argon2id (OWASP: 19 MiB, t=2, p=1), {cores} cores"),
+        throughput: format!("{:.1}/s", logins[logins.len() / 2]),
+        p50: "-".into(),
+        p99: "-".into(),
+        ratio: format!("{per_core:.1}/s per core"),
+        target: "≥ 40/s per core".into(),
+        pass: per_core >= 40.0,
+    });
+    rows.push(latency_row(
+        "GetProduct p99 during the login flood vs without",
+        loaded,
+        p99_ratio,
+        1.5,
+    ));
+
+    // Memory: resident set idle (after start-up) and at peak (the kernel's high-water mark).
+    for (proc, (name, idle_kib)) in [&auth, &catalog, &billing].into_iter().zip(idle) {
+        let peak_kib = proc.rss_kib("VmHWM:")?;
+        #[allow(clippy::cast_precision_loss, reason = "kibibytes")]
+        let (idle_mb, peak_mb) = (idle_kib as f64 / 1024.0, peak_kib as f64 / 1024.0);
+        rows.push(Row {
+            scenario: format!("memory, {name}: RSS idle / peak"),
+            throughput: "-".into(),
+            p50: format!("{idle_mb:.1} MiB"),
+            p99: format!("{peak_mb:.1} MiB"),
+            ratio: "-".into(),
+            target: "≤ 30 MiB idle, ≤ 150 MiB peak".into(),
+            pass: idle_mb <= 30.0 && peak_mb <= 150.0,
+        });
+    }
+    drop((uncached, bare, kit));
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(rows)
+}
+
+fn throughput_row(scenario: &str, run: Measured, ratio: f64, target: f64) -> Row {
+    Row {
+        scenario: scenario.into(),
+        throughput: format!("{:.0}/s", run.rps),
+        p50: ms(run.p50),
+        p99: ms(run.p99),
+        ratio: format!("{ratio:.2}"),
+        target: format!("≥ {target:.2}"),
+        pass: ratio >= target,
+    }
+}
+
+fn latency_row(scenario: &str, run: Measured, ratio: f64, target: f64) -> Row {
+    Row {
+        scenario: scenario.into(),
+        throughput: format!("{:.0}/s", run.rps),
+        p50: ms(run.p50),
+        p99: ms(run.p99),
+        ratio: format!("{ratio:.2}"),
+        target: format!("≤ {target:.2}"),
+        pass: ratio <= target,
+    }
+}
+
+/// Creates product `n` as the admin, with a million units in stock.
+async fn stocked_product(
+    catalog: &mut CatalogServiceClient<Channel>,
+    admin: &str,
+    n: usize,
+) -> anyhow::Result<catalog_pb::Product> {
+    let product = catalog
+        .create_product(bearer(
+            catalog_pb::CreateProductRequest {
+                product: Some(catalog_pb::Product {
+                    sku: format!("BENCH-{n}"),
+                    title: format!("Benchmark product {n}"),
+                    description: "Read and bought over and over by the benchmark".into(),
+                    price: Some(eur(1999)),
+                    status: catalog_pb::ProductStatus::Active as i32,
+                    ..Default::default()
+                }),
+            },
+            admin,
+        )?)
+        .await?
+        .into_inner()
+        .product
+        .ok_or_else(|| anyhow!("no product"))?;
+    catalog
+        .adjust_stock(bearer(
+            catalog_pb::AdjustStockRequest {
+                product_id: product.id.clone(),
+                delta: 1_000_000,
+                reason: "benchmark".into(),
+                request_id: String::new(),
+            },
+            admin,
+        )?)
+        .await?;
+    Ok(product)
+}
+
+/// Adds `count` active products straight into catalog's tables (the API would take minutes).
+async fn seed_products(url: &str, count: i64) -> anyhow::Result<()> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    let driver = tokio::spawn(connection);
+    client
+        .execute(
+            "INSERT INTO products (id, sku, title, description, price_minor, currency_code, status, created_at, updated_at, search_text)
+             SELECT gen_random_uuid()::text, 'SEED-' || n, 'Seeded product ' || n, '', 100 + n % 5000, 'EUR', 'ACTIVE',
+                    now() - make_interval(secs => n), now(), 'seeded product ' || n
+             FROM generate_series(1, $1::bigint) AS n",
+            &[&count],
+        )
+        .await?;
+    client.batch_execute("ANALYZE products").await?;
+    drop(client);
+    let _ = driver.await;
+    Ok(())
+}
+
+/// One of pgbench's built-in scripts (`tpcb-like`, `select-only`) with 8 clients and prepared
+/// statements for `measure`; its tps.
+fn pgbench_tps(opts: &Opts, db: &str, measure: Duration, script: &str) -> anyhow::Result<f64> {
+    let output = Command::new(&opts.pgbench)
+        .args([
+            "-c",
+            "8",
+            "-j",
+            "2",
+            "-M",
+            "prepared",
+            "-b",
+            script,
+            "-T",
+            &measure.as_secs().to_string(),
+            db,
+        ])
+        .output()
+        .context("run pgbench")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    ensure!(
+        output.status.success(),
+        "pgbench failed: {text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    text.lines()
+        .find(|line| line.starts_with("tps = "))
+        .and_then(|line| {
+            line["tps = ".len()..]
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .ok_or_else(|| anyhow!("no tps in {text}"))
+}
+
+/// Eight customers each filling a cart with one item and checking out, over and over, for
+/// `measure`; checkouts per second and their latency (add to cart plus checkout).
+async fn checkout_rate(
+    billing: SocketAddr,
+    customers: &[String],
+    products: &[catalog_pb::Product],
+    measure: Duration,
+) -> anyhow::Result<Measured> {
+    let deadline = Instant::now() + measure;
+    let mut tasks = Vec::new();
+    for (token, product) in customers.iter().zip(products) {
+        let (token, product_id) = (token.clone(), product.id.clone());
+        let mut client = BillingServiceClient::new(channel(billing).await?);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let started = Instant::now();
+                client
+                    .add_cart_item(bearer(
+                        billing_pb::AddCartItemRequest {
+                            request_id: uuid::Uuid::now_v7().to_string(),
+                            product_id: product_id.clone(),
+                            quantity: 1,
+                        },
+                        &token,
+                    )?)
+                    .await?;
+                let order = client
+                    .checkout(bearer(
+                        billing_pb::CheckoutRequest {
+                            request_id: uuid::Uuid::now_v7().to_string(),
+                            payment_method_token: "tok_visa".into(),
+                            items: Vec::new(),
+                        },
+                        &token,
+                    )?)
+                    .await?
+                    .into_inner()
+                    .order
+                    .ok_or_else(|| anyhow!("checkout without an order"))?;
+                ensure!(
+                    order.status == billing_pb::OrderStatus::Paid as i32,
+                    "checkout not paid: {order:?}"
+                );
+                latencies.push(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    let elapsed = started.elapsed().max(measure);
+    ensure!(!latencies.is_empty(), "no checkout finished");
+    latencies.sort_unstable();
+    #[allow(clippy::cast_precision_loss, reason = "a count")]
+    let rps = latencies.len() as f64 / elapsed.as_secs_f64();
+    Ok(Measured {
+        rps,
+        p50: percentile(&latencies, 0.5),
+        p99: percentile(&latencies, 0.99),
+    })
+}
+
+/// Logins running in the background until stopped.
+struct Flood {
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicU64>,
+    started: Instant,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// `concurrency` callers logging in over and over, each as its own account of `emails`.
+fn login_flood(auth: SocketAddr, emails: &[String], concurrency: usize) -> Flood {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let tasks = (0..concurrency)
+        .map(|n| {
+            let (stop, done) = (stop.clone(), done.clone());
+            let email = emails[n % emails.len()].clone();
+            tokio::spawn(async move {
+                let mut client = AuthServiceClient::new(channel(auth).await?);
+                while !stop.load(Ordering::Relaxed) {
+                    login(&mut client, &email).await?;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    Flood {
+        stop,
+        done,
+        started: Instant::now(),
+        tasks,
+    }
+}
+
+impl Flood {
+    /// Stops the flood; logins per second while it ran.
+    async fn stop(self) -> anyhow::Result<f64> {
+        self.stop.store(true, Ordering::Relaxed);
+        let elapsed = self.started.elapsed();
+        #[allow(clippy::cast_precision_loss, reason = "a count")]
+        let rate = self.done.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64();
+        for task in self.tasks {
+            task.await??;
+        }
+        if rate == 0.0 {
+            bail!("no login finished");
+        }
+        Ok(rate)
+    }
+}
