@@ -155,13 +155,9 @@ impl Bench<'_> {
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
-    fn spawn(
-        &self,
-        name: &str,
-        binary: &str,
-        addr: SocketAddr,
-        args: &[String],
-    ) -> anyhow::Result<Proc> {
+    /// Starts `binary` on a free port with `args`; its output goes to `<name>.log`.
+    fn spawn(&self, name: &str, binary: &str, args: &[&str]) -> anyhow::Result<Proc> {
+        let addr = self.port();
         let log = std::fs::File::create(self.work.join(format!("{name}.log")))?;
         let child = Command::new(self.bins.join(binary))
             .arg("--listen-addr")
@@ -178,6 +174,17 @@ impl Bench<'_> {
             child,
             addr,
         })
+    }
+
+    /// `backbone-auth <args>` against `database_url`, as a one-shot command.
+    fn auth_command(&self, database_url: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(self.bins.join("backbone-auth"));
+        command
+            .args(args)
+            .args(["--database-url", database_url, "--log-format", "text"])
+            .env("AUTH_KEY_ENCRYPTION_KEY", KEK)
+            .env("RUST_LOG", "warn");
+        command
     }
 
     /// Runs h2load against `load` and checks that every call succeeded with the expected answer.
@@ -467,18 +474,12 @@ async fn run(opts: &Opts) -> anyhow::Result<Vec<Row>> {
     ] {
         let mut times = Vec::new();
         for round in 0..3 {
-            let addr = bench.port();
-            let db = work.join(format!("{svc}-{round}.db"));
+            let db = format!(
+                "sqlite://{}",
+                work.join(format!("{svc}-{round}.db")).display()
+            );
             let started = Instant::now();
-            let proc = bench.spawn(
-                svc,
-                &format!("backbone-{svc}"),
-                addr,
-                &[
-                    "--database-url".into(),
-                    format!("sqlite://{}", db.display()),
-                ],
-            )?;
+            let proc = bench.spawn(svc, &format!("backbone-{svc}"), &["--database-url", &db])?;
             times.push(wait_serving(proc.addr, name, started).await?);
         }
         times.sort();
@@ -510,18 +511,8 @@ async fn run(opts: &Opts) -> anyhow::Result<Vec<Row>> {
     let auth_db = url("bench_auth");
     // An administrator and billing's service account, made with the binary's own commands.
     let admin_email = "admin@bench.test";
-    let mut create_admin = Command::new(bench.bins.join("backbone-auth"))
-        .args([
-            "create-admin",
-            "--email",
-            admin_email,
-            "--database-url",
-            &auth_db,
-            "--log-format",
-            "text",
-        ])
-        .env("AUTH_KEY_ENCRYPTION_KEY", KEK)
-        .env("RUST_LOG", "warn")
+    let mut create_admin = bench
+        .auth_command(&auth_db, &["create-admin", "--email", admin_email])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()?;
@@ -530,113 +521,101 @@ async fn run(opts: &Opts) -> anyhow::Result<Vec<Row>> {
         writeln!(stdin, "{PASSWORD}")?;
     }
     ensure!(create_admin.wait()?.success(), "create-admin failed");
-    let secret_file = work.join("billing-secret");
-    let account = Command::new(bench.bins.join("backbone-auth"))
-        .args([
-            "create-service-account",
-            "--display-name",
-            "billing",
-            "--database-url",
+    let secret_file = work.join("billing-secret").display().to_string();
+    let account = bench
+        .auth_command(
             &auth_db,
-            "--log-format",
-            "text",
-        ])
-        .arg("--secret-file")
-        .arg(&secret_file)
-        .env("AUTH_KEY_ENCRYPTION_KEY", KEK)
-        .env("RUST_LOG", "warn")
+            &[
+                "create-service-account",
+                "--display-name",
+                "billing",
+                "--secret-file",
+                &secret_file,
+            ],
+        )
         .output()?;
     ensure!(account.status.success(), "create-service-account failed");
     let client_id = String::from_utf8(account.stdout)?.trim().to_owned();
 
-    let auth_addr = bench.port();
     // Every call of the bench comes from 127.0.0.1: the per-address login limit would stop the
     // login flood, as it stops one address sweeping accounts.
     let auth = bench.spawn(
         "auth",
         "backbone-auth",
-        auth_addr,
         &[
-            "--database-url".into(),
-            auth_db.clone(),
-            "--login-attempts-per-address".into(),
-            "1000000000".into(),
+            "--database-url",
+            &auth_db,
+            "--login-attempts-per-address",
+            "1000000000",
         ],
     )?;
-    let auth_url = format!("http://{auth_addr}");
-    let catalog_addr = bench.port();
+    let auth_url = format!("http://{}", auth.addr);
+    let catalog_db = url("bench_catalog");
     let catalog = bench.spawn(
         "catalog",
         "backbone-catalog",
-        catalog_addr,
-        &[
-            "--database-url".into(),
-            url("bench_catalog"),
-            "--auth-url".into(),
-            auth_url.clone(),
-        ],
+        &["--database-url", &catalog_db, "--auth-url", &auth_url],
     )?;
+    let catalog_url = format!("http://{}", catalog.addr);
     // The same catalog without its product cache: every GetProduct reads PostgreSQL.
-    let uncached_addr = bench.port();
     let uncached = bench.spawn(
         "catalog-uncached",
         "backbone-catalog",
-        uncached_addr,
         &[
-            "--database-url".into(),
-            url("bench_catalog"),
-            "--auth-url".into(),
-            auth_url.clone(),
-            "--product-cache-capacity".into(),
-            "0".into(),
-            "--product-cache-ttl".into(),
-            "0s".into(),
+            "--database-url",
+            &catalog_db,
+            "--auth-url",
+            &auth_url,
+            "--product-cache-capacity",
+            "0",
+            "--product-cache-ttl",
+            "0s",
         ],
     )?;
-    let billing_addr = bench.port();
+    let billing_db = url("bench_billing");
     let billing = bench.spawn(
         "billing",
         "backbone-billing",
-        billing_addr,
         &[
-            "--database-url".into(),
-            url("bench_billing"),
-            "--auth-url".into(),
-            auth_url.clone(),
-            "--catalog-url".into(),
-            format!("http://{catalog_addr}"),
-            "--service-client-id".into(),
-            client_id,
-            "--service-client-secret-file".into(),
-            secret_file.display().to_string(),
+            "--database-url",
+            &billing_db,
+            "--auth-url",
+            &auth_url,
+            "--catalog-url",
+            &catalog_url,
+            "--service-client-id",
+            &client_id,
+            "--service-client-secret-file",
+            &secret_file,
         ],
     )?;
-    let bare_addr = bench.port();
-    let bare = bench.spawn(
-        "echo-bare",
-        "bench-echo",
-        bare_addr,
-        &["--mode".into(), "bare".into()],
-    )?;
-    let kit_addr = bench.port();
+    let bare = bench.spawn("echo-bare", "bench-echo", &["--mode", "bare"])?;
     let kit = bench.spawn(
         "echo-kit",
         "bench-echo",
-        kit_addr,
-        &[
-            "--mode".into(),
-            "kit".into(),
-            "--auth-url".into(),
-            auth_url.clone(),
-        ],
+        &["--mode", "kit", "--auth-url", &auth_url],
     )?;
     let now = Instant::now();
-    wait_serving(auth_addr, "backbone.auth.v1.AuthService", now).await?;
-    wait_serving(catalog_addr, "backbone.catalog.v1.CatalogService", now).await?;
-    wait_serving(uncached_addr, "backbone.catalog.v1.CatalogService", now).await?;
-    wait_serving(billing_addr, "backbone.billing.v1.BillingService", now).await?;
-    wait_serving(kit_addr, "backbone.bench.v1.EchoService", now).await?;
-    wait_serving(bare_addr, "", now).await.ok();
+    for (proc, health) in [
+        (&auth, "backbone.auth.v1.AuthService"),
+        (&catalog, "backbone.catalog.v1.CatalogService"),
+        (&uncached, "backbone.catalog.v1.CatalogService"),
+        (&billing, "backbone.billing.v1.BillingService"),
+        (&kit, "backbone.bench.v1.EchoService"),
+    ] {
+        wait_serving(proc.addr, health, now).await?;
+    }
+    // tonic alone has no health service: it is up once it accepts connections.
+    while tokio::net::TcpStream::connect(bare.addr).await.is_err() {
+        ensure!(
+            now.elapsed() < Duration::from_secs(60),
+            "the bare echo server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let (auth_addr, catalog_addr, uncached_addr, billing_addr) =
+        (auth.addr, catalog.addr, uncached.addr, billing.addr);
+    let (bare_addr, kit_addr) = (bare.addr, kit.addr);
     // Idle memory: after start-up, before any load.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut idle = Vec::new();

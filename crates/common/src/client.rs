@@ -124,8 +124,9 @@ pub fn balanced_channel(
     tls: Option<&ClientTls>,
     resolver: &PeerResolver,
 ) -> Result<Channel, ChannelError> {
-    let by_name = connection(endpoint(uri)?, tls, None)?;
-    let origin = endpoint(uri)?.uri().clone();
+    let named = endpoint(uri)?;
+    let origin = named.uri().clone();
+    let by_name = connection(named, tls, None)?;
     let host = host_of(&origin).ok_or(ChannelError::NoHost)?;
     let https = origin.scheme_str() == Some("https");
     let port = origin.port_u16().unwrap_or(if https { 443 } else { 80 });
