@@ -117,7 +117,8 @@ pub struct AuthArgs {
     /// Lifetime of password-reset tokens.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
     pub password_reset_ttl: Duration,
-    /// Password hashes computed at once (0: one per CPU).
+    /// Password hashing threads, each with one 19 MiB Argon2 buffer, at background CPU priority
+    /// (0: one per CPU).
     #[arg(long, default_value_t = 0)]
     pub password_hash_workers: usize,
     /// Password hashes allowed to wait for a worker; beyond that, RESOURCE_EXHAUSTED.

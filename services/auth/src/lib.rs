@@ -26,7 +26,7 @@ use tonic::{server::NamedService, service::Routes};
 use crate::{
     config::Config,
     domain::{
-        password::{BlockingPool, PasswordHasher},
+        password::{HashPool, PasswordHasher},
         throttle::ThrottlePolicy,
         user::User,
     },
@@ -55,12 +55,16 @@ pub fn database(config: &Config) -> Result<Database, AppError> {
     )?)
 }
 
-fn hasher(config: &Config) -> PasswordHasher {
+fn hasher(config: &Config) -> Result<PasswordHasher, AppError> {
     let workers = match config.auth.password_hash_workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let pool = BlockingPool::new(workers, config.auth.password_hash_queue);
+    let pool = HashPool::new(workers, config.auth.password_hash_queue).map_err(|err| {
+        AppError::Config(format!(
+            "cannot start {workers} password hashing threads (--password-hash-workers): {err}"
+        ))
+    })?;
     let (running, queued) = (pool.clone(), pool.clone());
     metrics::observe_gauge(
         "backbone.password_hash.running",
@@ -72,7 +76,7 @@ fn hasher(config: &Config) -> PasswordHasher {
         "Password hashes waiting for a worker (beyond the queue, logins are refused).",
         move || Some(queued.queued()),
     );
-    PasswordHasher::new(pool, PasswordHasher::owasp_params())
+    Ok(PasswordHasher::new(pool, PasswordHasher::owasp_params()))
 }
 
 fn settings(config: &Config) -> Settings {
@@ -122,7 +126,7 @@ pub async fn run(
     let auth = Auth::new(
         database.clone(),
         keys.clone(),
-        hasher(&config),
+        hasher(&config)?,
         notifier,
         providers,
         settings(&config),
@@ -156,7 +160,7 @@ pub async fn create_admin(
 ) -> Result<(User, bool), AppError> {
     let database = database(config)?;
     database.prepare().await?;
-    service::accounts::create_admin(&database, &hasher(config), email, display_name, password)
+    service::accounts::create_admin(&database, &hasher(config)?, email, display_name, password)
         .await
         .map_err(|err| AppError::Command(tonic::Status::from(err).message().to_owned()))
 }

@@ -1,14 +1,27 @@
 //! Passwords: the OWASP ASVS 5 policy (length, no composition rules, a real strength estimator)
-//! and Argon2id hashing with OWASP's parameters on a bounded blocking pool, so hashing never runs
-//! on the async workers and a login flood queues boundedly instead of eating memory.
+//! and Argon2id hashing with OWASP's parameters on a [`HashPool`] of dedicated background
+//! threads, so hashing never runs on the async workers, a login flood queues boundedly, and
+//! memory stays at one Argon2 buffer per worker.
 
-use std::sync::{Arc, OnceLock};
+use std::{
+    panic::AssertUnwindSafe,
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use argon2::{
-    Algorithm, Argon2, Params, PasswordHash, PasswordHasher as _, PasswordVerifier as _, Version,
-    password_hash::SaltString,
+    Algorithm, Argon2, Block, Params, PasswordHash, Version,
+    password_hash::{self, Output, ParamsString, Salt, SaltString},
 };
-use tokio::sync::Semaphore;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use thread_priority::{
+    NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+    set_thread_priority_and_policy, thread_native_id,
+};
+use tokio::sync::{Semaphore, oneshot};
 
 /// Fewest characters accepted (ASVS 5 V6.2.1).
 pub const MIN_PASSWORD_CHARS: usize = 12;
@@ -54,32 +67,54 @@ pub fn weakness(password: &str, context: &[&str]) -> Option<String> {
 #[error("the password hashing pool is full")]
 pub struct PoolBusy;
 
-/// A bounded pool for CPU-heavy work: at most `workers` jobs run at once on tokio's blocking
-/// threads, at most `queue` more wait; beyond that callers are refused at once.
+/// A job of the pool: it borrows its worker's Argon2 memory.
+type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
+
+/// A worker frees its Argon2 memory after this long without a job.
+const KEEP_MEMORY: Duration = Duration::from_secs(10);
+
+/// Dedicated threads for password hashing, fed by a bounded queue.
+///
+/// - Each worker keeps one Argon2 memory buffer and reuses it, so memory is `workers` × m_cost
+///   at most, however many logins arrive (tokio's blocking threads each left a freed 19 MiB
+///   block in their own malloc arena: 480 MiB after a login flood). An idle worker frees it.
+/// - Workers run at the lowest CPU priority (Linux `SCHED_IDLE`): hashing takes only the CPU
+///   nothing else wants, so a login flood does not slow the other calls of the process (or of
+///   the machine). Under a load that saturates the CPU, logins wait in the queue, and beyond
+///   it are refused with [`PoolBusy`] at once.
 #[derive(Debug, Clone)]
-pub struct BlockingPool {
-    running: Arc<Semaphore>,
+pub struct HashPool {
+    jobs: Sender<Job>,
     admitted: Arc<Semaphore>,
+    running: Arc<AtomicUsize>,
     workers: usize,
     queue: usize,
 }
 
-impl BlockingPool {
-    /// A pool of `workers` (at least 1) with room for `queue` waiting jobs.
-    pub fn new(workers: usize, queue: usize) -> Self {
+impl HashPool {
+    /// A pool of `workers` threads (at least 1) with room for `queue` waiting jobs. The threads
+    /// end when the last clone of the pool is dropped.
+    pub fn new(workers: usize, queue: usize) -> std::io::Result<Self> {
         let workers = workers.max(1);
-        Self {
-            running: Arc::new(Semaphore::new(workers)),
+        let (jobs, receiver) = crossbeam_channel::unbounded::<Job>();
+        for n in 0..workers {
+            let receiver = receiver.clone();
+            std::thread::Builder::new()
+                .name(format!("password-hash-{n}"))
+                .spawn(move || work(&receiver))?;
+        }
+        Ok(Self {
+            jobs,
             admitted: Arc::new(Semaphore::new(workers + queue)),
+            running: Arc::new(AtomicUsize::new(0)),
             workers,
             queue,
-        }
+        })
     }
 
     /// Jobs running now.
     pub fn running(&self) -> usize {
-        self.workers
-            .saturating_sub(self.running.available_permits())
+        self.running.load(Ordering::Relaxed)
     }
 
     /// Jobs admitted and waiting for a worker.
@@ -89,10 +124,11 @@ impl BlockingPool {
             .saturating_sub(self.running())
     }
 
-    /// Runs `job` on the pool, or fails with [`PoolBusy`] when it and its queue are full.
+    /// Runs `job` on a worker with its Argon2 memory, or fails with [`PoolBusy`] when the pool
+    /// and its queue are full.
     pub async fn run<T, F>(&self, job: F) -> Result<T, PoolBusy>
     where
-        F: FnOnce() -> T + Send + 'static,
+        F: FnOnce(&mut Vec<Block>) -> T + Send + 'static,
         T: Send + 'static,
     {
         let admitted = self
@@ -100,22 +136,43 @@ impl BlockingPool {
             .clone()
             .try_acquire_owned()
             .map_err(|_| PoolBusy)?;
-        let running = self
-            .running
-            .clone()
-            .acquire_owned()
-            .await
+        let (answer, answered) = oneshot::channel();
+        let running = self.running.clone();
+        self.jobs
+            .send(Box::new(move |memory| {
+                running.fetch_add(1, Ordering::Relaxed);
+                let result = std::panic::catch_unwind(AssertUnwindSafe(|| job(memory)));
+                running.fetch_sub(1, Ordering::Relaxed);
+                drop(admitted);
+                // The caller may have given up (a cancelled call); the work is simply dropped.
+                let _ = answer.send(result);
+            }))
             .map_err(|_| PoolBusy)?;
-        let joined = tokio::task::spawn_blocking(move || {
-            let _permits = (admitted, running);
-            job()
-        })
-        .await;
-        match joined {
-            Ok(value) => Ok(value),
-            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
-            // Cancelled only when the runtime shuts down.
+        match answered.await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            // The workers are gone: the service is shutting down.
             Err(_) => Err(PoolBusy),
+        }
+    }
+}
+
+/// A worker: takes jobs until the pool is dropped, at background priority, with one reused
+/// Argon2 buffer that it frees after [`KEEP_MEMORY`] without work.
+fn work(receiver: &Receiver<Job>) {
+    if let Err(err) = set_thread_priority_and_policy(
+        thread_native_id(),
+        ThreadPriority::Min,
+        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+    ) {
+        tracing::warn!(error = %err, "password hashing runs at normal CPU priority");
+    }
+    let mut memory: Vec<Block> = Vec::new();
+    loop {
+        match receiver.recv_timeout(KEEP_MEMORY) {
+            Ok(job) => job(&mut memory),
+            Err(RecvTimeoutError::Timeout) => memory = Vec::new(),
+            Err(RecvTimeoutError::Disconnected) => return,
         }
     }
 }
@@ -129,10 +186,10 @@ pub struct Checked {
     pub needs_rehash: bool,
 }
 
-/// Argon2id hashing and verification on a [`BlockingPool`].
+/// Argon2id hashing and verification on a [`HashPool`].
 #[derive(Debug, Clone)]
 pub struct PasswordHasher {
-    pool: BlockingPool,
+    pool: HashPool,
     params: Params,
     /// A hash of a random password, checked when the account does not exist so that an unknown
     /// email costs the same time as a wrong password. Made on first use, on the pool.
@@ -146,7 +203,7 @@ impl PasswordHasher {
     }
 
     /// A hasher with `params` on `pool`.
-    pub fn new(pool: BlockingPool, params: Params) -> Self {
+    pub fn new(pool: HashPool, params: Params) -> Self {
         Self {
             pool,
             params,
@@ -158,7 +215,7 @@ impl PasswordHasher {
     pub async fn hash(&self, password: String) -> Result<String, PoolBusy> {
         let params = self.params.clone();
         self.pool
-            .run(move || hash_with(&params, &password))
+            .run(move |memory| hash_with(memory, &params, &password))
             .await?
             .map_err(|_| PoolBusy)
     }
@@ -169,12 +226,13 @@ impl PasswordHasher {
         let params = self.params.clone();
         let decoy = self.decoy.clone();
         self.pool
-            .run(move || {
+            .run(move |memory| {
                 let real = phc.is_some();
                 let phc = phc.unwrap_or_else(|| {
                     decoy
                         .get_or_init(|| {
-                            hash_with(&params, &super::secrets::random_token()).unwrap_or_default()
+                            hash_with(memory, &params, &super::secrets::random_token())
+                                .unwrap_or_default()
                         })
                         .clone()
                 });
@@ -184,10 +242,12 @@ impl PasswordHasher {
                         needs_rehash: false,
                     };
                 };
-                let matches = Argon2::default()
-                    .verify_password(password.as_bytes(), &parsed)
-                    .is_ok()
-                    && real;
+                let matches = verify(memory, &parsed, password.as_bytes()) && real;
+                // A hash made with more memory than ours leaves a bigger buffer: give it back.
+                if memory.len() > params.block_count() {
+                    memory.truncate(params.block_count());
+                    memory.shrink_to_fit();
+                }
                 let current = parsed.algorithm.as_str() == "argon2id"
                     && Params::try_from(&parsed).is_ok_and(|p| {
                         p.m_cost() == params.m_cost()
@@ -203,11 +263,73 @@ impl PasswordHasher {
     }
 }
 
-fn hash_with(params: &Params, password: &str) -> Result<String, argon2::password_hash::Error> {
+/// Argon2 of `password` and `salt` into an output of `len` bytes, in `memory` (grown as needed).
+fn compute(
+    memory: &mut Vec<Block>,
+    argon2: &Argon2<'_>,
+    block_count: usize,
+    password: &[u8],
+    salt: Salt<'_>,
+    len: usize,
+) -> password_hash::Result<Output> {
+    let mut salt_bytes = [0u8; Salt::MAX_LENGTH];
+    let salt = salt.decode_b64(&mut salt_bytes)?;
+    if memory.len() < block_count {
+        memory.resize(block_count, Block::default());
+    }
+    Output::init_with(len, |out| {
+        Ok(argon2.hash_password_into_with_memory(password, salt, out, &mut memory[..])?)
+    })
+}
+
+/// The PHC string of `password` with `params` and a new random salt.
+fn hash_with(
+    memory: &mut Vec<Block>,
+    params: &Params,
+    password: &str,
+) -> password_hash::Result<String> {
     let salt = SaltString::generate(&mut rand::rngs::OsRng);
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
-        .hash_password(password.as_bytes(), &salt)
-        .map(|hash| hash.to_string())
+    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    let len = params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN);
+    let output = compute(
+        memory,
+        &argon2,
+        params.block_count(),
+        password.as_bytes(),
+        salt.as_salt(),
+        len,
+    )?;
+    let hash = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(params)?,
+        salt: Some(salt.as_salt()),
+        hash: Some(output),
+    };
+    Ok(hash.to_string())
+}
+
+/// Whether `password` matches `hash` (any Argon2 variant, version and parameters), compared in
+/// constant time.
+fn verify(memory: &mut Vec<Block>, hash: &PasswordHash<'_>, password: &[u8]) -> bool {
+    let mut checked = || -> password_hash::Result<bool> {
+        let algorithm = Algorithm::try_from(hash.algorithm)?;
+        let version = hash
+            .version
+            .map(Version::try_from)
+            .transpose()?
+            .unwrap_or_default();
+        let params = Params::try_from(hash)?;
+        let (Some(salt), Some(expected)) = (hash.salt, hash.hash) else {
+            return Ok(false);
+        };
+        let block_count = params.block_count();
+        let argon2 = Argon2::new(algorithm, version, params);
+        let computed = compute(memory, &argon2, block_count, password, salt, expected.len())?;
+        // `Output`'s equality is constant-time.
+        Ok(computed == expected)
+    };
+    checked().unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -230,7 +352,7 @@ mod tests {
 
     #[tokio::test]
     async fn hashes_are_phc_argon2id_and_old_parameters_ask_for_a_rehash() {
-        let pool = BlockingPool::new(1, 4);
+        let pool = HashPool::new(1, 4).expect("pool");
         let weak =
             PasswordHasher::new(pool.clone(), Params::new(1024, 1, 1, None).expect("params"));
         let strong = PasswordHasher::new(pool, Params::new(2048, 2, 1, None).expect("params"));
@@ -274,16 +396,66 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn hashes_made_elsewhere_verify_and_ours_verify_elsewhere() {
+        use argon2::{PasswordHasher as _, PasswordVerifier as _};
+        let pool = HashPool::new(1, 4).expect("pool");
+        let params = Params::new(1024, 1, 1, None).expect("params");
+        let hasher = PasswordHasher::new(pool, params.clone());
+        let password = "correct horse battery staple";
+        // By the argon2 crate's own API, in each variant and with a bigger memory than ours.
+        for (algorithm, m_cost) in [
+            (Algorithm::Argon2id, 1024),
+            (Algorithm::Argon2i, 2048),
+            (Algorithm::Argon2d, 1024),
+        ] {
+            let salt = SaltString::generate(&mut rand::rngs::OsRng);
+            let phc = Argon2::new(
+                algorithm,
+                Version::V0x13,
+                Params::new(m_cost, 2, 1, None).expect("params"),
+            )
+            .hash_password(password.as_bytes(), &salt)
+            .expect("hash")
+            .to_string();
+            let checked = hasher
+                .check(password.into(), Some(phc.clone()))
+                .await
+                .expect("check");
+            assert!(checked.matches && checked.needs_rehash, "{phc}");
+            let wrong = hasher
+                .check("correct horse battery stapler".into(), Some(phc))
+                .await
+                .expect("check");
+            assert!(!wrong.matches);
+        }
+        // Ours, by the crate's verifier.
+        let ours = hasher.hash(password.into()).await.expect("hash");
+        let parsed = PasswordHash::new(&ours).expect("phc");
+        assert!(
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        );
+        // A broken hash never matches.
+        let broken = ours.replace("$argon2id$", "$argon2x$");
+        let checked = hasher
+            .check(password.into(), Some(broken))
+            .await
+            .expect("check");
+        assert!(!checked.matches);
+    }
+
+    #[tokio::test]
     async fn a_full_pool_refuses_instead_of_queueing_forever() {
-        let pool = BlockingPool::new(1, 1);
+        let pool = HashPool::new(1, 1).expect("pool");
         let (release, wait) = std::sync::mpsc::channel::<()>();
         let busy = pool.clone();
-        let first = tokio::spawn(async move { busy.run(move || wait.recv().ok()).await });
+        let first = tokio::spawn(async move { busy.run(move |_| wait.recv().ok()).await });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         let queued_pool = pool.clone();
-        let queued = tokio::spawn(async move { queued_pool.run(|| 2).await });
+        let queued = tokio::spawn(async move { queued_pool.run(|_| 2).await });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        assert_eq!(pool.run(|| 3).await, Err(PoolBusy));
+        assert_eq!(pool.run(|_| 3).await, Err(PoolBusy));
         release.send(()).expect("release");
         assert!(first.await.expect("join").is_ok());
         assert_eq!(queued.await.expect("join"), Ok(2));
