@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use backbone_common::{
-    db::{DbConn, DbError},
+    db::{DbConn, DbError, PgConn, SqliteConn},
     db_run,
 };
 use chrono::NaiveDateTime;
@@ -208,14 +208,38 @@ pub async fn by_ids(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let rows: Vec<ProductRow> = db_run!(conn, |c| {
-        products::table
-            .filter(products::id.eq_any(ids))
-            .select(ProductRow::as_select())
-            .load(c)
-            .await
-    })?;
-    with_categories(conn, rows).await
+    // The categories are those of the ids asked for, so they need not wait for the products.
+    macro_rules! rows {
+        () => {
+            products::table
+                .filter(products::id.eq_any(ids))
+                .select(ProductRow::as_select())
+        };
+    }
+    let links = product_categories::table
+        .filter(product_categories::product_id.eq_any(ids))
+        .order((
+            product_categories::product_id,
+            product_categories::category_id,
+        ))
+        .select((
+            product_categories::product_id,
+            product_categories::category_id,
+        ));
+    let (rows, links): (Vec<ProductRow>, Vec<(String, String)>) = match conn {
+        // Both queries are sent at once and answered in one round trip (diesel-async pipelines
+        // a PostgreSQL connection's queries): an uncached GetProduct waits for the database
+        // once, not twice.
+        DbConn::Postgres(c) => {
+            let c: &PgConn = c;
+            futures::try_join!(rows!().load(&mut &*c), links.load(&mut &*c))?
+        }
+        DbConn::Sqlite(c) => {
+            let c: &mut SqliteConn = c;
+            (rows!().load(c).await?, links.load(c).await?)
+        }
+    };
+    Ok(join_categories(rows, links))
 }
 
 /// `rows` with their sorted category ids (one query).
@@ -242,17 +266,24 @@ async fn with_categories(
                 .await
         })?
     };
+    Ok(join_categories(rows, links))
+}
+
+/// `rows` with their category ids from `links` (product id, category id), in the links' order.
+fn join_categories(
+    rows: Vec<ProductRow>,
+    links: Vec<(String, String)>,
+) -> Vec<(ProductRow, Vec<String>)> {
     let mut by_product: HashMap<String, Vec<String>> = HashMap::new();
     for (product, category) in links {
         by_product.entry(product).or_default().push(category);
     }
-    Ok(rows
-        .into_iter()
+    rows.into_iter()
         .map(|row| {
             let categories = by_product.remove(&row.id).unwrap_or_default();
             (row, categories)
         })
-        .collect())
+        .collect()
 }
 
 /// Where a page ended: the sort keys of its last product.
