@@ -200,6 +200,22 @@ pub async fn update(
     }))
 }
 
+/// The (product id, category id) pairs of the products `$ids`, sorted.
+macro_rules! category_links {
+    ($ids:expr) => {
+        product_categories::table
+            .filter(product_categories::product_id.eq_any($ids))
+            .order((
+                product_categories::product_id,
+                product_categories::category_id,
+            ))
+            .select((
+                product_categories::product_id,
+                product_categories::category_id,
+            ))
+    };
+}
+
 /// The products with these ids (any order), each with its sorted category ids.
 pub async fn by_ids(
     conn: &mut DbConn,
@@ -216,16 +232,7 @@ pub async fn by_ids(
                 .select(ProductRow::as_select())
         };
     }
-    let links = product_categories::table
-        .filter(product_categories::product_id.eq_any(ids))
-        .order((
-            product_categories::product_id,
-            product_categories::category_id,
-        ))
-        .select((
-            product_categories::product_id,
-            product_categories::category_id,
-        ));
+    let links = category_links!(ids);
     let (rows, links): (Vec<ProductRow>, Vec<(String, String)>) = match conn {
         // Both queries are sent at once and answered in one round trip (diesel-async pipelines
         // a PostgreSQL connection's queries): an uncached GetProduct waits for the database
@@ -251,20 +258,7 @@ async fn with_categories(
     let links: Vec<(String, String)> = if ids.is_empty() {
         Vec::new()
     } else {
-        db_run!(conn, |c| {
-            product_categories::table
-                .filter(product_categories::product_id.eq_any(&ids))
-                .order((
-                    product_categories::product_id,
-                    product_categories::category_id,
-                ))
-                .select((
-                    product_categories::product_id,
-                    product_categories::category_id,
-                ))
-                .load(c)
-                .await
-        })?
+        db_run!(conn, |c| category_links!(&ids).load(c).await)?
     };
     Ok(join_categories(rows, links))
 }
