@@ -877,27 +877,29 @@ async fn run(opts: &Opts) -> anyhow::Result<Vec<Row>> {
     Ok(rows)
 }
 
+/// A throughput ratio, which must reach `target`.
 fn throughput_row(scenario: &str, run: Measured, ratio: f64, target: f64) -> Row {
-    Row {
-        scenario: scenario.into(),
-        throughput: format!("{:.0}/s", run.rps),
-        p50: ms(run.p50),
-        p99: ms(run.p99),
-        ratio: format!("{ratio:.2}"),
-        target: format!("≥ {target:.2}"),
-        pass: ratio >= target,
-    }
+    ratio_row(scenario, run, ratio, target, true)
 }
 
+/// A latency ratio, which must stay within `target`.
 fn latency_row(scenario: &str, run: Measured, ratio: f64, target: f64) -> Row {
+    ratio_row(scenario, run, ratio, target, false)
+}
+
+fn ratio_row(scenario: &str, run: Measured, ratio: f64, target: f64, at_least: bool) -> Row {
     Row {
         scenario: scenario.into(),
         throughput: format!("{:.0}/s", run.rps),
         p50: ms(run.p50),
         p99: ms(run.p99),
         ratio: format!("{ratio:.2}"),
-        target: format!("≤ {target:.2}"),
-        pass: ratio <= target,
+        target: format!("{} {target:.2}", if at_least { "≥" } else { "≤" }),
+        pass: if at_least {
+            ratio >= target
+        } else {
+            ratio <= target
+        },
     }
 }
 
