@@ -8,6 +8,7 @@ pub mod client;
 
 pub mod config;
 pub mod db;
+pub mod keyset;
 pub mod error;
 pub mod metrics;
 pub mod money;

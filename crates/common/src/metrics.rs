@@ -8,13 +8,16 @@
 //! `rpc_server_call_duration_seconds` and friends.
 
 use std::{
-    sync::{Arc, LazyLock, OnceLock, Weak},
+    sync::{
+        Arc, LazyLock, Mutex, OnceLock, Weak,
+        atomic::{AtomicI64, Ordering},
+    },
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
 use opentelemetry::{
     KeyValue, global,
-    metrics::{Counter, Gauge, Histogram, Meter, UpDownCounter},
+    metrics::{Counter, Gauge, Histogram, Meter, ObservableUpDownCounter},
 };
 use opentelemetry_sdk::{
     Resource,
@@ -101,7 +104,24 @@ fn meter() -> Meter {
 /// telemetry was never initialised, as in tests that run services in-process).
 struct RpcInstruments {
     duration: Histogram<f64>,
-    active: UpDownCounter<i64>,
+    /// Reports [`ACTIVE`]; kept so the callback lives as long as the process.
+    _active: ObservableUpDownCounter<i64>,
+}
+
+/// Calls being served now, one counter per service. A call bumps an atomic; the SDK reads the
+/// counters when metrics are collected, so no call pays for the SDK's attribute lookup (and its
+/// lock) twice just to say it started and ended.
+static ACTIVE: Mutex<Vec<(KeyValue, Arc<AtomicI64>)>> = Mutex::new(Vec::new());
+
+/// The active-calls counter of `service`, made on first use.
+fn active_calls(service: &KeyValue) -> Arc<AtomicI64> {
+    let mut all = ACTIVE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, count)) = all.iter().find(|(s, _)| s == service) {
+        return count.clone();
+    }
+    let count = Arc::new(AtomicI64::new(0));
+    all.push((service.clone(), count.clone()));
+    count
 }
 
 static RPC: LazyLock<RpcInstruments> = LazyLock::new(|| {
@@ -116,9 +136,15 @@ static RPC: LazyLock<RpcInstruments> = LazyLock::new(|| {
             )
             .with_boundaries(DURATION_BUCKETS.to_vec())
             .build(),
-        active: meter
-            .i64_up_down_counter("rpc.server.active_requests")
+        _active: meter
+            .i64_observable_up_down_counter("rpc.server.active_requests")
             .with_description("gRPC calls being served now, by service.")
+            .with_callback(|observer| {
+                let all = ACTIVE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                for (service, count) in all.iter() {
+                    observer.observe(count.load(Ordering::Relaxed), std::slice::from_ref(service));
+                }
+            })
             .build(),
     }
 });
@@ -129,13 +155,16 @@ static RPC: LazyLock<RpcInstruments> = LazyLock::new(|| {
 pub(crate) struct RpcLabels {
     service: KeyValue,
     method: KeyValue,
+    active: Arc<AtomicI64>,
 }
 
 impl RpcLabels {
     pub(crate) fn new(service: &str, method: &str) -> Self {
         let (service, method): (Arc<str>, Arc<str>) = (service.into(), method.into());
+        let service = KeyValue::new("rpc.service", service);
         Self {
-            service: KeyValue::new("rpc.service", service),
+            active: active_calls(&service),
+            service,
             method: KeyValue::new("rpc.method", method),
         }
     }
@@ -143,10 +172,8 @@ impl RpcLabels {
     /// The labels of every call to a path the server does not serve, so a client cannot grow
     /// the number of series by inventing services or methods.
     pub(crate) fn other() -> Self {
-        Self {
-            service: KeyValue::new("rpc.service", "_OTHER"),
-            method: KeyValue::new("rpc.method", "_OTHER"),
-        }
+        static OTHER: LazyLock<RpcLabels> = LazyLock::new(|| RpcLabels::new("_OTHER", "_OTHER"));
+        OTHER.clone()
     }
 }
 
@@ -160,7 +187,8 @@ pub(crate) struct CallMeasure {
 
 impl CallMeasure {
     pub(crate) fn start(labels: RpcLabels) -> Self {
-        RPC.active.add(1, std::slice::from_ref(&labels.service));
+        LazyLock::force(&RPC);
+        labels.active.fetch_add(1, Ordering::Relaxed);
         Self {
             labels: Some(labels),
             started: Instant::now(),
@@ -172,7 +200,7 @@ impl CallMeasure {
         let Some(labels) = self.labels.take() else {
             return;
         };
-        RPC.active.add(-1, std::slice::from_ref(&labels.service));
+        labels.active.fetch_sub(1, Ordering::Relaxed);
         RPC.duration.record(
             self.started.elapsed().as_secs_f64(),
             &[

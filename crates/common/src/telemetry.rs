@@ -5,7 +5,10 @@
 
 use std::io::IsTerminal;
 
-use opentelemetry::{global, trace::TracerProvider as _};
+use opentelemetry::{
+    global,
+    trace::{TraceContextExt as _, TracerProvider as _},
+};
 use opentelemetry_sdk::{
     Resource, metrics::SdkMeterProvider, propagation::TraceContextPropagator,
     trace::SdkTracerProvider,
@@ -85,14 +88,34 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> Telemetry {
         LogFormat::Auto => !std::io::stdout().is_terminal(),
     };
     let fmt_layer = if json {
-        json_subscriber::fmt::layer()
-            .with_opentelemetry_ids(true)
+        let mut layer = json_subscriber::fmt::layer()
             .with_current_span(true)
             .with_span_list(false)
             .flatten_event(true)
-            .with_target(true)
-            .boxed()
+            .with_target(true);
+        // `trace_id` and `span_id` of the line's span, read from its OpenTelemetry context when
+        // a line is written (nothing is recorded per call for them).
+        layer
+            .inner_layer_mut()
+            .add_multiple_dynamic_fields(|event, ctx, writer| {
+                let Some(span) = ctx.event_span(event) else {
+                    return;
+                };
+                let Some(cx) = tracing::dispatcher::get_default(|dispatch| {
+                    tracing_opentelemetry::get_otel_context(&span.id(), dispatch)
+                }) else {
+                    return;
+                };
+                let otel_span = cx.span();
+                let ids = otel_span.span_context();
+                if ids.is_valid() {
+                    _ = writer.write_field("trace_id", ids.trace_id().to_string());
+                    _ = writer.write_field("span_id", ids.span_id().to_string());
+                }
+            });
+        layer.boxed()
     } else {
+        crate::trace::record_trace_id_fields();
         tracing_subscriber::fmt::layer().with_target(false).boxed()
     };
     // The log filter applies to log lines only: spans (and so trace ids in logs, audit rows and

@@ -11,10 +11,13 @@ use std::{
 };
 
 use http::{HeaderMap, Request, Response};
-use opentelemetry::{global, trace::TraceContextExt as _};
+use opentelemetry::{
+    global,
+    trace::{Status, TraceContextExt as _},
+};
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use tower::{Layer, Service};
-use tracing::{Instrument as _, Span, field::Empty};
+use tracing::{Instrument as _, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::metrics::{CallMeasure, RpcLabels};
@@ -32,28 +35,51 @@ fn grpc_status(headers: &HeaderMap) -> Option<i32> {
 
 /// Records the status on the span, marking server-side failures as span errors the way the
 /// OpenTelemetry gRPC conventions do for SERVER spans (client mistakes are not span errors).
+///
+/// Set on the OpenTelemetry span directly, not recorded as `tracing` fields: a recorded field
+/// makes the JSON log layer serialise all of the span's fields again, on every call.
 fn record_status(span: &Span, code: i32, server: bool) {
-    span.record("rpc.grpc.status_code", code);
+    span.set_attribute("rpc.grpc.status_code", i64::from(code));
     let server_fault = matches!(code, 2 | 4 | 12 | 13 | 14 | 15);
     if code != 0 && (!server || server_fault) {
-        span.record("otel.status_code", "ERROR");
+        span.set_status(Status::error(""));
     }
 }
 
+/// Whether the call span carries its trace id as a field, for the text log format (it prints
+/// span fields). JSON lines get `trace_id` from the span context when one is written, so the
+/// per-call cost of recording the field (its JSON re-serialisation) is only paid for text.
+static TRACE_ID_FIELD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Asks call spans to carry a `trace_id` field (see [`TRACE_ID_FIELD`]).
+pub(crate) fn record_trace_id_fields() {
+    TRACE_ID_FIELD.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The span of a call to `path` (`/package.Service/Method`): its name is the path without
+/// the slash, and every field is a borrowed string, so making it formats and allocates nothing.
 fn rpc_span(kind: &'static str, path: &str) -> Span {
     let (service, method) = split_path(path);
-    let name = format!("{service}/{method}");
     tracing::info_span!(
         "grpc",
-        otel.name = %name,
+        otel.name = path.strip_prefix('/').unwrap_or(path),
         otel.kind = kind,
-        otel.status_code = Empty,
         rpc.system = "grpc",
-        rpc.service = %service,
-        rpc.method = %method,
-        rpc.grpc.status_code = Empty,
-        trace_id = Empty,
+        rpc.service = service,
+        rpc.method = method,
+        trace_id = tracing::field::Empty,
     )
+}
+
+/// Records the trace id on a call span, for the text log format only; call it once the span's
+/// parent is set (reading the context starts the span, which fixes its trace).
+fn note_trace_id(span: &Span) {
+    if TRACE_ID_FIELD.load(std::sync::atomic::Ordering::Relaxed) {
+        let trace_id = span.context().span().span_context().trace_id();
+        if trace_id != opentelemetry::TraceId::INVALID {
+            span.record("trace_id", tracing::field::display(trace_id));
+        }
+    }
 }
 
 /// The trace id of the current span (hex), for audit rows and error reports.
@@ -125,14 +151,15 @@ where
         let labels = self.known.get(request.uri().path()).cloned();
         let mut measure = CallMeasure::start(labels.unwrap_or_else(RpcLabels::other));
         let span = rpc_span("server", request.uri().path());
-        let parent =
-            global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(request.headers())));
-        // Only fails when the span is disabled by the filter, and then there is nothing to link.
-        let _ = span.set_parent(parent);
-        let trace_id = span.context().span().span_context().trace_id();
-        if trace_id != opentelemetry::TraceId::INVALID {
-            span.record("trace_id", tracing::field::display(trace_id));
+        // A caller without a `traceparent` starts a trace: nothing to continue.
+        if request.headers().contains_key("traceparent") {
+            let parent = global::get_text_map_propagator(|p| {
+                p.extract(&HeaderExtractor(request.headers()))
+            });
+            // Only fails when the span is disabled by the filter: then there is nothing to link.
+            let _ = span.set_parent(parent);
         }
+        note_trace_id(&span);
         let future = self.inner.call(request).instrument(span.clone());
         Box::pin(async move {
             let response = future.await?;
@@ -234,6 +261,7 @@ where
         global::get_text_map_propagator(|p| {
             p.inject_context(&context, &mut HeaderInjector(request.headers_mut()))
         });
+        note_trace_id(&span);
         let future = self.inner.call(request).instrument(span.clone());
         Box::pin(async move {
             let response = future.await?;

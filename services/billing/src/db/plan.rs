@@ -181,17 +181,13 @@ pub enum PlanError {
     Db(#[from] DbError),
 }
 
-/// Numbers `count` values from counter `name`; returns the first.
+/// Numbers `count` values from counter `name` (one statement); returns the first.
 macro_rules! take_numbers {
     ($tx:expr, $name:expr, $count:expr) => {{
-        diesel::update(counters::table.find($name))
+        let last: i64 = diesel::update(counters::table.find($name))
             .set(counters::value.eq(counters::value + $count))
-            .execute(&mut *$tx)
-            .await?;
-        let last: i64 = counters::table
-            .find($name)
-            .select(counters::value)
-            .first(&mut *$tx)
+            .returning(counters::value)
+            .get_result(&mut *$tx)
             .await?;
         last - $count + 1
     }};

@@ -5,13 +5,13 @@ use std::collections::HashMap;
 
 use backbone_common::{
     db::{DbConn, DbError, PgConn, SqliteConn},
-    db_run,
+    db_run, keyset,
 };
 use chrono::NaiveDateTime;
-use diesel::dsl::sql;
-use diesel::sql_types::{BigInt, Bool, Text, Timestamp};
+use diesel::sql_types::{BigInt, Text, Timestamp};
 use diesel::{
-    EscapeExpressionMethods as _, ExpressionMethods as _, OptionalExtension as _, QueryDsl as _,
+    EscapeExpressionMethods as _, ExpressionMethods as _, IntoSql as _, OptionalExtension as _,
+    QueryDsl as _,
     SelectableHelper as _, TextExpressionMethods as _,
 };
 use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
@@ -390,57 +390,40 @@ pub async fn list(
                 cursor.title.clone(),
                 cursor.id.clone(),
             );
-            // Row-value comparisons: both backends turn them into one index range starting
-            // right after the cursor, so page 500 costs what page 1 does (an `a < x OR (a = x
-            // AND id < y)` form made PostgreSQL walk the index from the start).
-            let keyset = |columns: &str, op: &str| sql::<Bool>(&format!("({columns}) {op} ("));
+            // Row-value comparisons (see `backbone_common::keyset`): one index range from the
+            // cursor on, and a query the statement cache keeps like page 1's.
+            let desc = matches!(
+                query.order,
+                ProductOrder::CreatedDesc | ProductOrder::PriceDesc | ProductOrder::TitleDesc
+            );
+            let id = id.into_sql::<Text>();
             q = match query.order {
                 ProductOrder::CreatedDesc | ProductOrder::CreatedAsc => {
-                    let op = if query.order == ProductOrder::CreatedDesc {
-                        "<"
+                    let columns = (products::created_at, products::id);
+                    let values = (t.into_sql::<Timestamp>(), id);
+                    q.filter(if desc {
+                        keyset::before(columns, values)
                     } else {
-                        ">"
-                    };
-                    q.filter(
-                        keyset("products.created_at, products.id", op)
-                            .bind::<Timestamp, _>(t)
-                            .sql(", ")
-                            .bind::<Text, _>(id)
-                            .sql(")"),
-                    )
+                        keyset::after(columns, values)
+                    })
                 }
                 ProductOrder::PriceAsc | ProductOrder::PriceDesc => {
-                    let op = if query.order == ProductOrder::PriceDesc {
-                        "<"
+                    let columns = (products::currency_code, products::price_minor, products::id);
+                    let values = (cur.into_sql::<Text>(), p.into_sql::<BigInt>(), id);
+                    q.filter(if desc {
+                        keyset::before(columns, values)
                     } else {
-                        ">"
-                    };
-                    q.filter(
-                        keyset(
-                            "products.currency_code, products.price_minor, products.id",
-                            op,
-                        )
-                        .bind::<Text, _>(cur)
-                        .sql(", ")
-                        .bind::<BigInt, _>(p)
-                        .sql(", ")
-                        .bind::<Text, _>(id)
-                        .sql(")"),
-                    )
+                        keyset::after(columns, values)
+                    })
                 }
                 ProductOrder::TitleAsc | ProductOrder::TitleDesc => {
-                    let op = if query.order == ProductOrder::TitleDesc {
-                        "<"
+                    let columns = (products::title, products::id);
+                    let values = (title.into_sql::<Text>(), id);
+                    q.filter(if desc {
+                        keyset::before(columns, values)
                     } else {
-                        ">"
-                    };
-                    q.filter(
-                        keyset("products.title, products.id", op)
-                            .bind::<Text, _>(title)
-                            .sql(", ")
-                            .bind::<Text, _>(id)
-                            .sql(")"),
-                    )
+                        keyset::after(columns, values)
+                    })
                 }
             };
         }
