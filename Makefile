@@ -90,8 +90,8 @@ admin: build ## Create an administrator in the `make run` auth database: make ad
 test: postgres grpcurl oidc build ## Run every test, on SQLite and on PostgreSQL ($$TEST_DATABASE_URL).
 	$(CARGO) test --workspace --all-targets
 
-bench: postgres bench-tools release ## Benchmarks against a bare tonic baseline, one table (QUICK=1: under 5 minutes).
-	./target/release/backbone-bench --database-url "$(TEST_DATABASE_URL)" $(if $(QUICK),--quick,)
+bench: postgres bench-tools release ## Benchmarks against a bare tonic baseline, one table (QUICK=1: under 5 minutes; ONLY=kit,get: some sections).
+	./target/release/backbone-bench --database-url "$(TEST_DATABASE_URL)" $(if $(QUICK),--quick,) $(if $(ONLY),--only $(ONLY),)
 
 bench-tools: ## Install h2load (nghttp2-client) if missing; pgbench comes with PostgreSQL.
 	@command -v h2load >/dev/null || { \

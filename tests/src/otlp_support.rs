@@ -36,6 +36,10 @@ pub struct ReceivedSpan {
     pub span_id: String,
     /// Parent span id, lower-case hex ("" for a root span).
     pub parent_span_id: String,
+    /// Attributes, each value in its string form (`0` for an int 0).
+    pub attributes: std::collections::BTreeMap<String, String>,
+    /// Whether the span's status is ERROR.
+    pub error: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -85,6 +89,17 @@ impl MetricsService for Collector {
     }
 }
 
+/// An attribute value as text: strings as they are, numbers and booleans printed.
+fn text(value: Option<&opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
+    match value.and_then(|v| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => s.clone(),
+        Some(Value::IntValue(n)) => n.to_string(),
+        Some(Value::BoolValue(b)) => b.to_string(),
+        Some(Value::DoubleValue(d)) => d.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -106,6 +121,14 @@ impl TraceService for Collector {
                     trace_id: hex(&span.trace_id),
                     span_id: hex(&span.span_id),
                     parent_span_id: hex(&span.parent_span_id),
+                    attributes: span
+                        .attributes
+                        .iter()
+                        .map(|a| (a.key.clone(), text(a.value.as_ref())))
+                        .collect(),
+                    error: span.status.as_ref().is_some_and(|s| {
+                        s.code() == opentelemetry_proto::tonic::trace::v1::status::StatusCode::Error
+                    }),
                 });
             }
         }

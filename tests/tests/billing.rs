@@ -593,6 +593,20 @@ async fn one_checkout_is_one_trace_across_billing_catalog_and_auth() {
         paid.order.expect("order").status,
         pb::OrderStatus::Paid as i32
     );
+    // A caller's mistake: its status code is on the span, which is not an error span.
+    let mut missing = bearer(
+        pb::GetOrderRequest {
+            order_id: uuid::Uuid::new_v4().to_string(),
+        },
+        &customer,
+    );
+    missing.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-{caller_span}-01")
+            .parse()
+            .expect("header"),
+    );
+    let refused = client.get_order(missing).await.expect_err("no such order");
 
     // SIGTERM flushes each process's exporter.
     billing.running.stop().await;
@@ -620,6 +634,37 @@ async fn one_checkout_is_one_trace_across_billing_catalog_and_auth() {
         "billing's server span, in the caller's trace: {spans:#?}"
     );
     assert_eq!(checkout_span[0].parent_span_id, caller_span);
+    // The RPC attributes of the OpenTelemetry conventions, the status code of the answer, and
+    // no error status for a call that succeeded.
+    let attribute = |key: &str| checkout_span[0].attributes.get(key).map(String::as_str);
+    assert_eq!(attribute("rpc.system"), Some("grpc"), "{checkout_span:#?}");
+    assert_eq!(
+        attribute("rpc.service"),
+        Some("backbone.billing.v1.BillingService")
+    );
+    assert_eq!(attribute("rpc.method"), Some("Checkout"));
+    assert_eq!(
+        attribute("rpc.grpc.status_code"),
+        Some("0"),
+        "{checkout_span:#?}"
+    );
+    assert!(!checkout_span[0].error, "{checkout_span:#?}");
+    let get_order = find(
+        "backbone-billing",
+        SpanKind::Server,
+        "backbone.billing.v1.BillingService/GetOrder",
+    );
+    assert_eq!(get_order.len(), 1, "{spans:#?}");
+    assert_eq!(
+        get_order[0].attributes.get("rpc.grpc.status_code"),
+        Some(&(refused.code() as i32).to_string()),
+        "{get_order:#?}"
+    );
+    assert_ne!(refused.code(), tonic::Code::Ok);
+    assert!(
+        !get_order[0].error,
+        "a caller's mistake is no span error: {get_order:#?}"
+    );
     // Each call billing made is a CLIENT span of billing whose SERVER span at the peer is its
     // child: catalog for prices, the reservation and its commit; auth for billing's token.
     for (service, name) in [

@@ -8,8 +8,8 @@ pub mod client;
 
 pub mod config;
 pub mod db;
-pub mod keyset;
 pub mod error;
+pub mod keyset;
 pub mod metrics;
 pub mod money;
 pub mod page;

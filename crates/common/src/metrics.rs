@@ -115,7 +115,9 @@ static ACTIVE: Mutex<Vec<(KeyValue, Arc<AtomicI64>)>> = Mutex::new(Vec::new());
 
 /// The active-calls counter of `service`, made on first use.
 fn active_calls(service: &KeyValue) -> Arc<AtomicI64> {
-    let mut all = ACTIVE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut all = ACTIVE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some((_, count)) = all.iter().find(|(s, _)| s == service) {
         return count.clone();
     }
@@ -140,7 +142,9 @@ static RPC: LazyLock<RpcInstruments> = LazyLock::new(|| {
             .i64_observable_up_down_counter("rpc.server.active_requests")
             .with_description("gRPC calls being served now, by service.")
             .with_callback(|observer| {
-                let all = ACTIVE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let all = ACTIVE
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 for (service, count) in all.iter() {
                     observer.observe(count.load(Ordering::Relaxed), std::slice::from_ref(service));
                 }

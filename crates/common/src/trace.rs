@@ -153,9 +153,8 @@ where
         let span = rpc_span("server", request.uri().path());
         // A caller without a `traceparent` starts a trace: nothing to continue.
         if request.headers().contains_key("traceparent") {
-            let parent = global::get_text_map_propagator(|p| {
-                p.extract(&HeaderExtractor(request.headers()))
-            });
+            let parent =
+                global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(request.headers())));
             // Only fails when the span is disabled by the filter: then there is nothing to link.
             let _ = span.set_parent(parent);
         }

@@ -4,15 +4,15 @@
 use std::collections::HashMap;
 
 use backbone_common::{
-    db::{DbConn, DbError, PgConn, SqliteConn},
+    db::{DbConn, DbError},
     db_run, keyset,
 };
 use chrono::NaiveDateTime;
 use diesel::sql_types::{BigInt, Text, Timestamp};
 use diesel::{
-    EscapeExpressionMethods as _, ExpressionMethods as _, IntoSql as _, OptionalExtension as _,
-    QueryDsl as _,
-    SelectableHelper as _, TextExpressionMethods as _,
+    EscapeExpressionMethods as _, ExpressionMethods as _, IntoSql as _,
+    NullableExpressionMethods as _, OptionalExtension as _, QueryDsl as _, SelectableHelper as _,
+    TextExpressionMethods as _,
 };
 use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
 use serde::{Deserialize, Serialize};
@@ -200,22 +200,6 @@ pub async fn update(
     }))
 }
 
-/// The (product id, category id) pairs of the products `$ids`, sorted.
-macro_rules! category_links {
-    ($ids:expr) => {
-        product_categories::table
-            .filter(product_categories::product_id.eq_any($ids))
-            .order((
-                product_categories::product_id,
-                product_categories::category_id,
-            ))
-            .select((
-                product_categories::product_id,
-                product_categories::category_id,
-            ))
-    };
-}
-
 /// The products with these ids (any order), each with its sorted category ids.
 pub async fn by_ids(
     conn: &mut DbConn,
@@ -224,29 +208,28 @@ pub async fn by_ids(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    // The categories are those of the ids asked for, so they need not wait for the products.
-    macro_rules! rows {
-        () => {
-            products::table
-                .filter(products::id.eq_any(ids))
-                .select(ProductRow::as_select())
-        };
+    // One statement: each product once per category (once with none), sorted, so an uncached
+    // GetProduct is one query for the database to run rather than two.
+    let rows: Vec<(ProductRow, Option<String>)> = db_run!(conn, |c| {
+        products::table
+            .left_join(product_categories::table)
+            .filter(products::id.eq_any(ids))
+            .order((products::id, product_categories::category_id))
+            .select((
+                ProductRow::as_select(),
+                product_categories::category_id.nullable(),
+            ))
+            .load(c)
+            .await
+    })?;
+    let mut products: Vec<(ProductRow, Vec<String>)> = Vec::with_capacity(ids.len());
+    for (row, category) in rows {
+        match products.last_mut() {
+            Some((last, categories)) if last.id == row.id => categories.extend(category),
+            _ => products.push((row, category.into_iter().collect())),
+        }
     }
-    let links = category_links!(ids);
-    let (rows, links): (Vec<ProductRow>, Vec<(String, String)>) = match conn {
-        // Both queries are sent at once and answered in one round trip (diesel-async pipelines
-        // a PostgreSQL connection's queries): an uncached GetProduct waits for the database
-        // once, not twice.
-        DbConn::Postgres(c) => {
-            let c: &PgConn = c;
-            futures::try_join!(rows!().load(&mut &*c), links.load(&mut &*c))?
-        }
-        DbConn::Sqlite(c) => {
-            let c: &mut SqliteConn = c;
-            (rows!().load(c).await?, links.load(c).await?)
-        }
-    };
-    Ok(join_categories(rows, links))
+    Ok(products)
 }
 
 /// `rows` with their sorted category ids (one query).
@@ -258,7 +241,20 @@ async fn with_categories(
     let links: Vec<(String, String)> = if ids.is_empty() {
         Vec::new()
     } else {
-        db_run!(conn, |c| category_links!(&ids).load(c).await)?
+        db_run!(conn, |c| {
+            product_categories::table
+                .filter(product_categories::product_id.eq_any(&ids))
+                .order((
+                    product_categories::product_id,
+                    product_categories::category_id,
+                ))
+                .select((
+                    product_categories::product_id,
+                    product_categories::category_id,
+                ))
+                .load(c)
+                .await
+        })?
     };
     Ok(join_categories(rows, links))
 }
