@@ -13,7 +13,7 @@ use diesel::{
     sql_types::Bool,
 };
 
-/// `(columns) < (values)` or `(columns) > (values)`; make it with [`before`] or [`after`].
+/// `(columns) < (values)` or `(columns) > (values)`; made by [`past`].
 #[derive(Debug, Clone, Copy)]
 pub struct RowCompare<C, V> {
     columns: C,
@@ -21,21 +21,13 @@ pub struct RowCompare<C, V> {
     values: V,
 }
 
-/// Rows whose `columns` sort before `values` (a tuple of columns, and one of bound values of
-/// the same types, as made by `IntoSql::into_sql`).
-pub fn before<C, V>(columns: C, values: V) -> RowCompare<C, V> {
+/// Rows past the cursor `values` in an ordering by `columns` (a tuple of columns, and one of
+/// bound values of the same types, as made by `IntoSql::into_sql`): those sorting before it
+/// when the order is descending, after it when ascending.
+pub fn past<C, V>(columns: C, values: V, descending: bool) -> RowCompare<C, V> {
     RowCompare {
         columns,
-        op: " < ",
-        values,
-    }
-}
-
-/// Rows whose `columns` sort after `values`.
-pub fn after<C, V>(columns: C, values: V) -> RowCompare<C, V> {
-    RowCompare {
-        columns,
-        op: " > ",
+        op: if descending { " < " } else { " > " },
         values,
     }
 }

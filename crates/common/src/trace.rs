@@ -6,7 +6,10 @@ use std::{
     collections::HashMap,
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll},
 };
 
@@ -47,13 +50,13 @@ fn record_status(span: &Span, code: i32, server: bool) {
 }
 
 /// Whether the call span carries its trace id as a field, for the text log format (it prints
-/// span fields). JSON lines get `trace_id` from the span context when one is written, so the
-/// per-call cost of recording the field (its JSON re-serialisation) is only paid for text.
-static TRACE_ID_FIELD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// span fields). JSON lines get `trace_id` from the span context when one is written, so only
+/// the text format pays for recording it on every call.
+static TRACE_ID_FIELD: AtomicBool = AtomicBool::new(false);
 
 /// Asks call spans to carry a `trace_id` field (see [`TRACE_ID_FIELD`]).
 pub(crate) fn record_trace_id_fields() {
-    TRACE_ID_FIELD.store(true, std::sync::atomic::Ordering::Relaxed);
+    TRACE_ID_FIELD.store(true, Ordering::Relaxed);
 }
 
 /// The span of a call to `path` (`/package.Service/Method`): its name is the path without
@@ -74,7 +77,7 @@ fn rpc_span(kind: &'static str, path: &str) -> Span {
 /// Records the trace id on a call span, for the text log format only; call it once the span's
 /// parent is set (reading the context starts the span, which fixes its trace).
 fn note_trace_id(span: &Span) {
-    if TRACE_ID_FIELD.load(std::sync::atomic::Ordering::Relaxed) {
+    if TRACE_ID_FIELD.load(Ordering::Relaxed) {
         let trace_id = span.context().span().span_context().trace_id();
         if trace_id != opentelemetry::TraceId::INVALID {
             span.record("trace_id", tracing::field::display(trace_id));

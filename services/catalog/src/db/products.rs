@@ -397,29 +397,17 @@ pub async fn list(
                 ProductOrder::CreatedDesc | ProductOrder::CreatedAsc => {
                     let columns = (products::created_at, products::id);
                     let values = (t.into_sql::<Timestamp>(), id);
-                    q.filter(if desc {
-                        keyset::before(columns, values)
-                    } else {
-                        keyset::after(columns, values)
-                    })
+                    q.filter(keyset::past(columns, values, desc))
                 }
                 ProductOrder::PriceAsc | ProductOrder::PriceDesc => {
                     let columns = (products::currency_code, products::price_minor, products::id);
                     let values = (cur.into_sql::<Text>(), p.into_sql::<BigInt>(), id);
-                    q.filter(if desc {
-                        keyset::before(columns, values)
-                    } else {
-                        keyset::after(columns, values)
-                    })
+                    q.filter(keyset::past(columns, values, desc))
                 }
                 ProductOrder::TitleAsc | ProductOrder::TitleDesc => {
                     let columns = (products::title, products::id);
                     let values = (title.into_sql::<Text>(), id);
-                    q.filter(if desc {
-                        keyset::before(columns, values)
-                    } else {
-                        keyset::after(columns, values)
-                    })
+                    q.filter(keyset::past(columns, values, desc))
                 }
             };
         }
