@@ -914,12 +914,12 @@ async fn run(opts: &Opts) -> anyhow::Result<Vec<Row>> {
 
     // Memory: resident set idle (after start-up) and at peak (the kernel's high-water mark),
     // which only means something after every section.
-    let peaks = if opts.only.is_empty() {
-        idle
-    } else {
-        Vec::new()
-    };
-    for (proc, (name, idle_kib)) in [&auth, &catalog, &billing].into_iter().zip(peaks) {
+    let all_sections = opts.only.is_empty();
+    for (proc, (name, idle_kib)) in [&auth, &catalog, &billing]
+        .into_iter()
+        .zip(idle)
+        .filter(|_| all_sections)
+    {
         let peak_kib = proc.rss_kib("VmHWM:")?;
         #[allow(clippy::cast_precision_loss, reason = "kibibytes")]
         let (idle_mb, peak_mb) = (idle_kib as f64 / 1024.0, peak_kib as f64 / 1024.0);

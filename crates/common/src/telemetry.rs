@@ -115,7 +115,6 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> Telemetry {
             });
         layer.boxed()
     } else {
-        crate::trace::record_trace_id_fields();
         tracing_subscriber::fmt::layer().with_target(false).boxed()
     };
     // The log filter applies to log lines only: spans (and so trace ids in logs, audit rows and
@@ -134,6 +133,10 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> Telemetry {
         .with(otel_layer)
         .with(fmt_layer.with_filter(filter))
         .try_init();
+    if installed.is_ok() && !json {
+        // Only the text format prints span fields, so only then do call spans record theirs.
+        crate::trace::record_trace_id_fields();
+    }
     if installed.is_err() {
         // Tests start several services in one process; the first subscriber stays.
         tracing::debug!("a global tracing subscriber is already installed");
