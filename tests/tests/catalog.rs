@@ -99,6 +99,20 @@ on_both_backends! {
         assert_ne!(updated.etag, created.etag);
         let fetched = stack.client.get_product(pb::GetProductRequest { product_id: created.id.clone() }).await.expect("get").into_inner().product.expect("product");
         assert_eq!(fetched.title, "Trail Runner 2", "this replica's write evicts its cache");
+        assert_eq!((updated.category_ids.clone(), fetched.category_ids.clone()), (vec![shoes.id.clone()], vec![shoes.id.clone()]), "a title change keeps the categories");
+        // Replacing the categories shows in the answer, in reads and in the category filter.
+        let boots = stack.client.create_category(bearer(pb::CreateCategoryRequest { category: Some(pb::Category { slug: "boots".into(), name: "Boots".into(), ..Default::default() }) }, &admin)).await.expect("category").into_inner().category.expect("category");
+        let mut both = vec![boots.id.clone(), shoes.id.clone()];
+        both.sort();
+        let mut recategorised = updated.clone();
+        recategorised.category_ids = vec![shoes.id.clone(), boots.id.clone()];
+        let updated = stack.client.update_product(bearer(update_request(recategorised, &["category_ids"]), &admin)).await.expect("update categories").into_inner().product.expect("product");
+        let fetched = stack.client.get_product(pb::GetProductRequest { product_id: created.id.clone() }).await.expect("get").into_inner().product.expect("product");
+        assert_eq!((updated.category_ids.clone(), fetched.category_ids), (both.clone(), both));
+        let in_boots = stack.client.list_products(pb::ListProductsRequest { category_id: boots.id.clone(), ..Default::default() }).await.expect("list").into_inner().products;
+        assert_eq!(in_boots.iter().map(|p| (p.id.clone(), p.category_ids.len())).collect::<Vec<_>>(), vec![(created.id.clone(), 2)]);
+        let mut change = created.clone();
+        change.title = "Trail Runner 2".into();
         let stale = stack.client.update_product(bearer(update_request(change, &["title"]), &admin)).await.expect_err("stale");
         assert_eq!((stale.code(), reason(&stale).as_str()), (Code::Aborted, "ETAG_MISMATCH"));
         let info = stale.get_error_details().error_info().cloned().expect("error info");
@@ -327,6 +341,7 @@ on_both_backends! {
                 attributes: "{}".into(),
                 image_urls: "[]".into(),
                 search_text: format!("bulk {i}\n"),
+                category_ids: "[]".into(),
             })
             .collect();
         db_run!(&mut conn, |c| {

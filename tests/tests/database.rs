@@ -8,25 +8,41 @@
 
 use std::time::Duration;
 
-use backbone_common::{config::DatabaseArgs, db::Database, db_run};
-use backbone_tests::{TestDb, on_both_backends};
+use backbone_common::{
+    config::DatabaseArgs,
+    db::{Database, DbConn},
+    db_run,
+};
+use backbone_tests::{Backend, TestDb, on_both_backends};
 use diesel::{ExpressionMethods as _, QueryDsl as _};
-use diesel_async::RunQueryDsl as _;
+use diesel_async::{RunQueryDsl as _, SimpleAsyncConnection as _};
+
+/// The catalog's database on `db`, migrated, and a connection to it.
+async fn migrated_catalog(db: &TestDb) -> (Database, DbConn) {
+    let args = DatabaseArgs {
+        db_pool_size: 4,
+        db_timeout: Duration::from_secs(5),
+    };
+    let database = Database::new(&db.url, &args, backbone_catalog::MIGRATIONS).expect("database");
+    database.migrate().await.expect("migrate");
+    // `conn()` waits for readiness, which the monitor sets; here we migrated by hand.
+    tokio::spawn(database.clone().monitor());
+    let mut ready = database.readiness();
+    tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|r| *r))
+        .await
+        .expect("ready")
+        .expect("watch");
+    let conn = database.conn().await.expect("conn");
+    (database, conn)
+}
 
 on_both_backends! {
     async fn one_query_body_runs_on_either_backend(backend: Backend) {
         use backbone_catalog::db::schema::products::dsl as p;
         let db = TestDb::new(backend).await;
-        let args = DatabaseArgs { db_pool_size: 4, db_timeout: Duration::from_secs(5) };
-        let database = Database::new(&db.url, &args, backbone_catalog::MIGRATIONS).expect("database");
-        database.migrate().await.expect("migrate");
-        // `conn()` waits for readiness, which the monitor sets; here we migrated by hand.
-        tokio::spawn(database.clone().monitor());
-        let mut ready = database.readiness();
-        tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|r| *r)).await.expect("ready").expect("watch");
+        let (_database, mut conn) = migrated_catalog(&db).await;
 
         let now = chrono::Utc::now().naive_utc();
-        let mut conn = database.conn().await.expect("conn");
         let inserted = db_run!(&mut conn, |c| {
             diesel::insert_into(p::products)
                 .values((
@@ -80,5 +96,50 @@ on_both_backends! {
             diesel::update(p::products).set(p::price_minor.eq(-1_i64)).execute(c).await
         });
         assert!(negative.is_err(), "negative price accepted");
+    }
+}
+
+on_both_backends! {
+    async fn the_category_ids_migration_fills_in_existing_products(backend: Backend) {
+        let db = TestDb::new(backend).await;
+        let (_database, mut conn) = migrated_catalog(&db).await;
+        // Rows as a database of the release before this migration holds them: links only.
+        let (down, up) = match backend {
+            Backend::Postgres => (
+                include_str!("../../services/catalog/migrations/postgres/2026-11-21-000200_product_category_ids/down.sql"),
+                include_str!("../../services/catalog/migrations/postgres/2026-11-21-000200_product_category_ids/up.sql"),
+            ),
+            Backend::Sqlite => (
+                include_str!("../../services/catalog/migrations/sqlite/2026-11-21-000200_product_category_ids/down.sql"),
+                include_str!("../../services/catalog/migrations/sqlite/2026-11-21-000200_product_category_ids/up.sql"),
+            ),
+        };
+        let rows = "INSERT INTO categories (id, slug, name, created_at, updated_at) VALUES \
+                ('cat-b', 'b', 'B', '2026-01-01 00:00:00', '2026-01-01 00:00:00'), \
+                ('cat-a', 'a', 'A', '2026-01-01 00:00:00', '2026-01-01 00:00:00'); \
+            INSERT INTO products (id, sku, title, price_minor, currency_code, status, created_at, updated_at) VALUES \
+                ('prod-1', 'SKU-1', 'Mug', 100, 'EUR', 'ACTIVE', '2026-01-01 00:00:00', '2026-01-01 00:00:00'), \
+                ('prod-2', 'SKU-2', 'Cup', 100, 'EUR', 'ACTIVE', '2026-01-01 00:00:00', '2026-01-01 00:00:00'); \
+            INSERT INTO product_categories (product_id, category_id) VALUES ('prod-1', 'cat-b'), ('prod-1', 'cat-a');";
+        db_run!(&mut conn, |c| c.batch_execute(down).await).expect("down");
+        db_run!(&mut conn, |c| c.batch_execute(rows).await).expect("rows");
+        db_run!(&mut conn, |c| c.batch_execute(up).await).expect("up");
+
+        use backbone_catalog::db::schema::products::dsl as p;
+        let stored: Vec<(String, String)> = db_run!(&mut conn, |c| {
+            p::products.order(p::id).select((p::id, p::category_ids)).load(c).await
+        })
+        .expect("select");
+        let parsed: Vec<(String, Vec<String>)> = stored
+            .into_iter()
+            .map(|(id, json)| (id, serde_json::from_str(&json).expect("a JSON array")))
+            .collect();
+        assert_eq!(
+            parsed,
+            [
+                ("prod-1".to_owned(), vec!["cat-a".to_owned(), "cat-b".to_owned()]),
+                ("prod-2".to_owned(), vec![]),
+            ]
+        );
     }
 }

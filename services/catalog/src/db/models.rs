@@ -32,6 +32,9 @@ pub struct ProductRow {
     pub attributes: String,
     pub image_urls: String,
     pub search_text: String,
+    /// The sorted category ids, as a JSON array (the same set as the product's
+    /// `product_categories` links, written in the same transaction).
+    pub category_ids: String,
 }
 
 impl ProductRow {
@@ -51,11 +54,12 @@ impl ProductRow {
             attributes: serde_json::to_string(&product.attributes).unwrap_or_default(),
             image_urls: serde_json::to_string(&product.image_urls).unwrap_or_default(),
             search_text: product.search_text(),
+            category_ids: category_ids_json(&product.category_ids),
         }
     }
 
-    /// The product, with its category ids.
-    pub fn into_product(self, category_ids: Vec<String>) -> Product {
+    /// The product.
+    pub fn into_product(self) -> Product {
         Product {
             id: self.id,
             sku: self.sku,
@@ -65,7 +69,7 @@ impl ProductRow {
                 currency_code: self.currency_code,
                 amount_minor: self.price_minor,
             },
-            category_ids,
+            category_ids: serde_json::from_str(&self.category_ids).unwrap_or_default(),
             attributes: serde_json::from_str::<BTreeMap<String, String>>(&self.attributes)
                 .unwrap_or_default(),
             image_urls: serde_json::from_str(&self.image_urls).unwrap_or_default(),
@@ -75,6 +79,11 @@ impl ProductRow {
             updated_at: self.updated_at,
         }
     }
+}
+
+/// The `category_ids` column for these (sorted) ids.
+pub fn category_ids_json(ids: &[String]) -> String {
+    serde_json::to_string(ids).unwrap_or_else(|_| "[]".to_owned())
 }
 
 /// A `categories` row.

@@ -1,8 +1,6 @@
 //! Products and their category links: create, read, update, and keyset-paged listing with
 //! filters. A product is created with its (empty) stock row in the same transaction.
 
-use std::collections::HashMap;
-
 use backbone_common::{
     db::{DbConn, DbError},
     db_run, keyset,
@@ -10,16 +8,15 @@ use backbone_common::{
 use chrono::NaiveDateTime;
 use diesel::sql_types::{BigInt, Text, Timestamp};
 use diesel::{
-    EscapeExpressionMethods as _, ExpressionMethods as _, IntoSql as _,
-    NullableExpressionMethods as _, OptionalExtension as _, QueryDsl as _, SelectableHelper as _,
-    TextExpressionMethods as _,
+    EscapeExpressionMethods as _, ExpressionMethods as _, IntoSql as _, OptionalExtension as _,
+    QueryDsl as _, SelectableHelper as _, TextExpressionMethods as _,
 };
 use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
 use serde::{Deserialize, Serialize};
 
 use super::{
     TxError, is_unique_violation,
-    models::{ProductRow, StockRow},
+    models::{ProductRow, StockRow, category_ids_json},
     schema::{categories, product_categories, products, stock},
 };
 use crate::domain::product::ProductOrder;
@@ -157,7 +154,11 @@ pub async fn update(
                 target = target.filter(products::version.eq(version));
             }
             let updated: Option<ProductRow> = target
-                .set((changes, products::version.eq(products::version + 1)))
+                .set((
+                    changes,
+                    category_ids.map(|ids| products::category_ids.eq(category_ids_json(ids))),
+                    products::version.eq(products::version + 1),
+                ))
                 .returning(ProductRow::as_returning())
                 .get_result(tx)
                 .await
@@ -200,80 +201,29 @@ pub async fn update(
     }))
 }
 
-/// The products with these ids (any order), each with its sorted category ids.
-pub async fn by_ids(
-    conn: &mut DbConn,
-    ids: &[String],
-) -> Result<Vec<(ProductRow, Vec<String>)>, DbError> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    // One statement: each product once per category (once with none), sorted, so an uncached
-    // GetProduct is one query for the database to run rather than two.
-    let rows: Vec<(ProductRow, Option<String>)> = db_run!(conn, |c| {
-        products::table
-            .left_join(product_categories::table)
-            .filter(products::id.eq_any(ids))
-            .order((products::id, product_categories::category_id))
-            .select((
-                ProductRow::as_select(),
-                product_categories::category_id.nullable(),
-            ))
-            .load(c)
-            .await
-    })?;
-    let mut products: Vec<(ProductRow, Vec<String>)> = Vec::with_capacity(ids.len());
-    for (row, category) in rows {
-        match products.last_mut() {
-            Some((last, categories)) if last.id == row.id => categories.extend(category),
-            _ => products.push((row, category.into_iter().collect())),
-        }
-    }
-    Ok(products)
-}
-
-/// `rows` with their sorted category ids (one query).
-async fn with_categories(
-    conn: &mut DbConn,
-    rows: Vec<ProductRow>,
-) -> Result<Vec<(ProductRow, Vec<String>)>, DbError> {
-    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
-    let links: Vec<(String, String)> = if ids.is_empty() {
-        Vec::new()
-    } else {
-        db_run!(conn, |c| {
-            product_categories::table
-                .filter(product_categories::product_id.eq_any(&ids))
-                .order((
-                    product_categories::product_id,
-                    product_categories::category_id,
-                ))
-                .select((
-                    product_categories::product_id,
-                    product_categories::category_id,
-                ))
+/// The products with these ids (any order).
+pub async fn by_ids(conn: &mut DbConn, ids: &[String]) -> Result<Vec<ProductRow>, DbError> {
+    // One primary-key lookup (the row carries its category ids). A single id is compared with
+    // `=` rather than `= ANY($1)`: PostgreSQL cannot size an array parameter when it plans a
+    // prepared statement once for all values, so an `ANY` lookup is planned again on every
+    // execution, which costs several times the lookup itself.
+    Ok(match ids {
+        [] => Vec::new(),
+        [id] => db_run!(conn, |c| {
+            products::table
+                .filter(products::id.eq(id))
+                .select(ProductRow::as_select())
                 .load(c)
                 .await
-        })?
-    };
-    Ok(join_categories(rows, links))
-}
-
-/// `rows` with their category ids from `links` (product id, category id), in the links' order.
-fn join_categories(
-    rows: Vec<ProductRow>,
-    links: Vec<(String, String)>,
-) -> Vec<(ProductRow, Vec<String>)> {
-    let mut by_product: HashMap<String, Vec<String>> = HashMap::new();
-    for (product, category) in links {
-        by_product.entry(product).or_default().push(category);
-    }
-    rows.into_iter()
-        .map(|row| {
-            let categories = by_product.remove(&row.id).unwrap_or_default();
-            (row, categories)
-        })
-        .collect()
+        })?,
+        _ => db_run!(conn, |c| {
+            products::table
+                .filter(products::id.eq_any(ids))
+                .select(ProductRow::as_select())
+                .load(c)
+                .await
+        })?,
+    })
 }
 
 /// Where a page ended: the sort keys of its last product.
@@ -346,11 +296,8 @@ fn contains_pattern(text: &str) -> String {
     pattern
 }
 
-/// One page of products matching `query`, in its order, with their category ids.
-pub async fn list(
-    conn: &mut DbConn,
-    query: &ListQuery,
-) -> Result<Vec<(ProductRow, Vec<String>)>, DbError> {
+/// One page of products matching `query`, in its order.
+pub async fn list(conn: &mut DbConn, query: &ListQuery) -> Result<Vec<ProductRow>, DbError> {
     let pattern = query.text.as_deref().map(contains_pattern);
     let rows: Vec<ProductRow> = db_run!(conn, |c| {
         let mut q = products::table.into_boxed();
@@ -434,7 +381,7 @@ pub async fn list(
             .load(c)
             .await
     })?;
-    with_categories(conn, rows).await
+    Ok(rows)
 }
 
 /// Every (id, parent) pair of the category tree (it is small: loaded whole to walk subtrees).

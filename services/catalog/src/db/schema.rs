@@ -16,6 +16,7 @@ diesel::table! {
         attributes -> Text,
         image_urls -> Text,
         search_text -> Text,
+        category_ids -> Text,
     }
 }
 

@@ -167,8 +167,8 @@ impl Catalog {
         }
         if !missing.is_empty() {
             let mut conn = self.conn().await?;
-            for (row, categories) in db::products::by_ids(&mut conn, &missing).await? {
-                let product = Arc::new(row.into_product(categories));
+            for row in db::products::by_ids(&mut conn, &missing).await? {
+                let product = Arc::new(row.into_product());
                 cache.insert(product.id.clone(), product.clone());
                 found.push(product);
             }
@@ -320,7 +320,7 @@ impl Catalog {
         let next = if rows.len() as i64 > size {
             rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
             rows.last()
-                .map(|(row, _)| {
+                .map(|row| {
                     let cursor = serde_json::to_string(&Cursor::after(row)).unwrap_or_default();
                     page::encode(&fingerprint, &cursor)
                 })
@@ -329,9 +329,7 @@ impl Catalog {
             String::new()
         };
         Ok((
-            rows.into_iter()
-                .map(|(row, categories)| row.into_product(categories))
-                .collect(),
+            rows.into_iter().map(ProductRow::into_product).collect(),
             next,
         ))
     }
@@ -479,16 +477,6 @@ impl Catalog {
         .await;
         // Whatever happened, this replica's copy may be stale now.
         self.inner.products.invalidate(id);
-        let row = result.map_err(map_write)?;
-        let categories = match category_ids {
-            Some(ids) => ids,
-            None => db::products::by_ids(&mut conn, &[id.to_owned()])
-                .await?
-                .into_iter()
-                .next()
-                .map(|(_, c)| c)
-                .unwrap_or_default(),
-        };
-        Ok(row.into_product(categories))
+        Ok(result.map_err(map_write)?.into_product())
     }
 }
