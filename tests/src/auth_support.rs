@@ -142,6 +142,7 @@ pub async fn database(database_url: &str) -> Database {
     let args = DatabaseArgs {
         db_pool_size: 2,
         db_timeout: Duration::from_secs(5),
+        db_read_connections: 2,
     };
     let database = Database::new(database_url, &args, backbone_auth::MIGRATIONS).expect("database");
     database.prepare().await.expect("migrated");

@@ -94,6 +94,26 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// Closes every server-side connection to this PostgreSQL database, as a database restart or
+    /// failover does; returns how many there were (0 on SQLite, which has none).
+    pub async fn terminate_connections(&self) -> i64 {
+        let Cleanup::Postgres { admin_url, name } = &self.cleanup else {
+            return 0;
+        };
+        let client = admin_client(admin_url).await;
+        let row = client
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[name],
+            )
+            .await
+            .expect("terminate connections");
+        row.get(0)
+    }
+}
+
 /// `admin_url` with its database name replaced by `name`.
 pub fn postgres_url(admin_url: &str, name: &str) -> String {
     let (base, query) = match admin_url.split_once('?') {
@@ -169,6 +189,7 @@ pub async fn open_database(
     let args = backbone_common::config::DatabaseArgs {
         db_pool_size: 2,
         db_timeout: Duration::from_secs(5),
+        db_read_connections: 2,
     };
     let database = backbone_common::db::Database::new(url, &args, migrations).expect("database");
     // `conn()` waits for readiness, which the monitor sets; once set, the monitor (which would

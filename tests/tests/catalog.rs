@@ -14,6 +14,7 @@ use backbone_catalog::db::{models::ProductRow, schema::products};
 use backbone_common::{config::DatabaseArgs, db::Database, db_run};
 use backbone_proto::{catalog as pb, common::Money};
 use backbone_tests::{
+    Backend,
     auth_support::{bearer, reason, violated_fields},
     binary_path,
     catalog_support::{Stack, create, eur, product, reserve, stock, stock_up},
@@ -321,7 +322,7 @@ on_both_backends! {
     async fn walking_ten_thousand_products_sees_each_once_while_they_change(backend: Backend) {
         let mut stack = Stack::start(backend, &[]).await;
         // Ten thousand products straight into the database (creating them is not under test).
-        let database = Database::new(&stack.catalog_db.url, &DatabaseArgs { db_pool_size: 2, db_timeout: std::time::Duration::from_secs(5) }, backbone_catalog::MIGRATIONS).expect("db");
+        let database = Database::new(&stack.catalog_db.url, &DatabaseArgs { db_pool_size: 2, db_timeout: std::time::Duration::from_secs(5), db_read_connections: 2 }, backbone_catalog::MIGRATIONS).expect("db");
         database.prepare().await.expect("ready");
         let mut conn = database.conn().await.expect("conn");
         let start = chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp() - 3600, 0).expect("time").naive_utc();
@@ -521,4 +522,77 @@ on_both_backends! {
         stack.client.delete_category(bearer(pb::DeleteCategoryRequest { category_id: kitchen.id.clone(), etag: String::new() }, &admin)).await.expect("now empty");
         stack.stop().await;
     }
+}
+
+/// Reads by id run on PostgreSQL connections they share (`--db-read-connections`); when the
+/// database drops them (a restart, a failover), the next reads connect again by themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_by_id_reconnect_after_the_database_closes_their_connections() {
+    // No product cache: every read goes to the database.
+    let mut stack = Stack::start(Backend::Postgres, &["--product-cache-capacity", "0"]).await;
+    let mug = create(&mut stack, product("MUG-1", "Mug", eur(900))).await;
+    let read = |client: &mut backbone_tests::catalog_support::CatalogClient| {
+        let mut client = client.clone();
+        let id = mug.id.clone();
+        async move {
+            client
+                .get_product(pb::GetProductRequest { product_id: id })
+                .await
+        }
+    };
+    assert_eq!(
+        read(&mut stack.client)
+            .await
+            .expect("read")
+            .into_inner()
+            .product
+            .expect("product")
+            .sku,
+        "MUG-1"
+    );
+
+    let closed = stack.catalog_db.terminate_connections().await;
+    assert!(closed >= 1, "the catalog held no connection to close");
+    // Back within two seconds: sooner than the readiness monitor's next check (every 5 s), so
+    // the reconnect is the read path's own.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let mut answers = Vec::new();
+    loop {
+        let answer = read(&mut stack.client).await;
+        let ok = answer.is_ok();
+        answers.push(
+            answer
+                .map(|r| r.into_inner().product.map(|p| p.sku))
+                .map_err(|s| s.code()),
+        );
+        if ok {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reads did not recover: {answers:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(answers.last(), Some(&Ok(Some("MUG-1".to_owned()))));
+    // And every read after it: reads take the shared connections in turn, so this covers each.
+    for _ in 0..4 {
+        read(&mut stack.client)
+            .await
+            .expect("a read after the reconnect");
+    }
+    // Every read of a batch answers too, on the same shared connections.
+    let batch = stack
+        .client
+        .batch_get_products(pb::BatchGetProductsRequest {
+            product_ids: vec![mug.id.clone(), "missing".into()],
+        })
+        .await
+        .expect("batch")
+        .into_inner();
+    assert_eq!(
+        (batch.products.len(), batch.missing_product_ids),
+        (1, vec!["missing".to_owned()])
+    );
+    stack.stop().await;
 }

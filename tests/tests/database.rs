@@ -22,6 +22,7 @@ async fn migrated_catalog(db: &TestDb) -> (Database, DbConn) {
     let args = DatabaseArgs {
         db_pool_size: 4,
         db_timeout: Duration::from_secs(5),
+        db_read_connections: 2,
     };
     let database = Database::new(&db.url, &args, backbone_catalog::MIGRATIONS).expect("database");
     database.migrate().await.expect("migrate");

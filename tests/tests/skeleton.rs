@@ -231,7 +231,7 @@ on_both_backends! {
     async fn migrations_apply_revert_and_reapply(backend: Backend) {
         use backbone_common::db::Database;
         use backbone_common::config::DatabaseArgs;
-        let args = DatabaseArgs { db_pool_size: 2, db_timeout: Duration::from_secs(5) };
+        let args = DatabaseArgs { db_pool_size: 2, db_timeout: Duration::from_secs(5), db_read_connections: 2 };
         for (svc, migrations) in [
             (Svc::Auth, backbone_auth::MIGRATIONS),
             (Svc::Catalog, backbone_catalog::MIGRATIONS),

@@ -210,6 +210,11 @@ pub struct DatabaseArgs {
     /// with UNAVAILABLE.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "3s")]
     pub db_timeout: Duration,
+    /// PostgreSQL connections shared by primary-key reads, which pipeline their statements on
+    /// them instead of each taking a pooled connection (on top of the pool; 0 = reads use the
+    /// pool). Ignored on SQLite.
+    #[arg(long, default_value_t = 2)]
+    pub db_read_connections: usize,
 }
 
 /// How access tokens are issued (auth) and checked (every service).

@@ -6,7 +6,10 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -256,9 +259,138 @@ macro_rules! db_run {
     };
 }
 
+/// A connection for one short read, used with [`read_run!`](crate::read_run): on PostgreSQL
+/// one that other reads use at the same time (see [`Database::read_conn`]), on SQLite a pooled
+/// one.
+pub enum ReadConn {
+    /// A PostgreSQL connection, shared or (with shared readers off) pooled.
+    Postgres(PgRead),
+    /// A pooled SQLite connection.
+    Sqlite(deadpool::Object<SqliteConn>),
+}
+
+impl std::fmt::Debug for ReadConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Postgres(read) => write!(f, "ReadConn::Postgres({read:?})"),
+            Self::Sqlite(_) => f.write_str("ReadConn::Sqlite"),
+        }
+    }
+}
+
+/// The PostgreSQL side of a [`ReadConn`]; queries run on it through a shared reference, which
+/// is what lets diesel-async pipeline statements from concurrent callers.
+pub enum PgRead {
+    /// One of the shared read connections.
+    Shared(Arc<PgConn>),
+    /// A pooled connection (shared readers off: the rare case, so it is boxed).
+    Pooled(Box<deadpool::Object<PgConn>>),
+}
+
+impl std::fmt::Debug for PgRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Shared(_) => "shared",
+            Self::Pooled(_) => "pooled",
+        })
+    }
+}
+
+impl std::ops::Deref for PgRead {
+    type Target = PgConn;
+    fn deref(&self) -> &PgConn {
+        match self {
+            Self::Shared(conn) => conn,
+            Self::Pooled(conn) => conn,
+        }
+    }
+}
+
+/// Runs one read body against a [`ReadConn`]: `$c` is `&mut &PgConn` on PostgreSQL (a shared
+/// reference: the statement may pipeline with other callers' on the same connection) and
+/// `&mut SqliteConn` on SQLite. Only for single statements outside any transaction.
+#[macro_export]
+macro_rules! read_run {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            $crate::db::ReadConn::Postgres(read) => {
+                let mut shared: &$crate::db::PgConn = &*read;
+                let $c = &mut shared;
+                $body
+            }
+            $crate::db::ReadConn::Sqlite(pooled) => {
+                let $c: &mut $crate::db::SqliteConn = &mut *pooled;
+                $body
+            }
+        }
+    };
+}
+
+/// PostgreSQL connections shared by short reads. A pooled connection serves one statement at a
+/// time, so every in-flight read costs the database a wake-up and the service a write and a
+/// read of its own socket; concurrent reads on a shared connection pipeline, so the database
+/// takes them in batches. A slow statement would hold up the ones queued behind it, so only
+/// primary-key lookups use these.
+struct SharedReaders {
+    slots: Vec<ReaderSlot>,
+    next: AtomicUsize,
+}
+
+#[derive(Default)]
+struct ReaderSlot {
+    live: Mutex<Option<SharedConn>>,
+    /// Held while (re)connecting, so one caller connects and the others wait for it.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+#[derive(Clone)]
+struct SharedConn {
+    conn: Arc<PgConn>,
+    /// Set when the connection's driver task ends (the server closed it, or the network failed).
+    closed: Arc<AtomicBool>,
+}
+
+impl ReaderSlot {
+    fn live(&self) -> Option<Arc<PgConn>> {
+        let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        live.as_ref()
+            .filter(|shared| !AtomicBool::load(&shared.closed, Ordering::Acquire))
+            .map(|shared| shared.conn.clone())
+    }
+
+    fn replace(&self, conn: Option<SharedConn>) {
+        *self.live.lock().unwrap_or_else(PoisonError::into_inner) = conn;
+    }
+}
+
+/// Opens a connection for [`SharedReaders`], driving it on its own task so its end is seen.
+async fn connect_shared(url: &str) -> Result<SharedConn, DbError> {
+    let unavailable = |err: Box<dyn std::error::Error + Send + Sync>| DbError::Unavailable(err);
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(|err| unavailable(Box::new(err)))?;
+    let closed = Arc::new(AtomicBool::new(false));
+    let driver_closed = closed.clone();
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::debug!(error = %err, "a shared read connection ended");
+        }
+        driver_closed.store(true, Ordering::Release);
+    });
+    let conn = AsyncPgConnection::try_from(client)
+        .await
+        .map_err(|err| unavailable(Box::new(err)))?;
+    Ok(SharedConn {
+        conn: Arc::new(conn),
+        closed,
+    })
+}
+
 struct Inner {
     url: DatabaseUrl,
     pool: Pool,
+    readers: SharedReaders,
+    timeout: Duration,
     migrations: Migrations,
     ready: watch::Sender<bool>,
     check_now: Notify,
@@ -317,11 +449,22 @@ impl Database {
                 Pool::Sqlite(build_pool(manager, args)?)
             }
         };
+        let readers = SharedReaders {
+            slots: match url {
+                DatabaseUrl::Postgres(_) => (0..args.db_read_connections)
+                    .map(|_| ReaderSlot::default())
+                    .collect(),
+                DatabaseUrl::Sqlite(_) => Vec::new(),
+            },
+            next: AtomicUsize::new(0),
+        };
         let (ready, _) = watch::channel(false);
         Ok(Self {
             inner: Arc::new(Inner {
                 url,
                 pool,
+                readers,
+                timeout: args.db_timeout,
                 migrations,
                 ready,
                 check_now: Notify::new(),
@@ -350,6 +493,49 @@ impl Database {
                 self.report_unavailable();
             }
         })
+    }
+
+    /// A connection for one short read outside any transaction (a lookup by primary key), used
+    /// with [`read_run!`](crate::read_run). On PostgreSQL it is one of the shared read
+    /// connections (`--db-read-connections`), round robin, connected on first use and again
+    /// after it closes; with none configured, and on SQLite, it is a pooled one.
+    pub async fn read_conn(&self) -> Result<ReadConn, DbError> {
+        let slots = &self.inner.readers.slots;
+        if slots.is_empty() {
+            return Ok(match self.conn().await? {
+                DbConn::Postgres(conn) => ReadConn::Postgres(PgRead::Pooled(Box::new(conn))),
+                DbConn::Sqlite(conn) => ReadConn::Sqlite(conn),
+            });
+        }
+        if !*self.inner.ready.borrow() {
+            return Err(DbError::NotReady);
+        }
+        let slot = &slots[self.inner.readers.next.fetch_add(1, Ordering::Relaxed) % slots.len()];
+        if let Some(conn) = slot.live() {
+            return Ok(ReadConn::Postgres(PgRead::Shared(conn)));
+        }
+        let connected = async {
+            let _connecting = slot.connecting.lock().await;
+            if let Some(conn) = slot.live() {
+                return Ok(conn);
+            }
+            let DatabaseUrl::Postgres(url) = &self.inner.url else {
+                unreachable!("shared readers exist only on PostgreSQL")
+            };
+            let fresh = connect_shared(url).await?;
+            slot.replace(Some(fresh.clone()));
+            Ok(fresh.conn)
+        };
+        let connected = tokio::time::timeout(self.inner.timeout, connected)
+            .await
+            .unwrap_or_else(|elapsed| Err(DbError::Unavailable(Box::new(elapsed))));
+        match connected {
+            Ok(conn) => Ok(ReadConn::Postgres(PgRead::Shared(conn))),
+            Err(err) => {
+                self.report_unavailable();
+                Err(err)
+            }
+        }
     }
 
     /// Tells the monitor that a call just found the database unreachable, so it re-checks now
@@ -477,6 +663,9 @@ impl Database {
     }
 
     fn clear_idle(&self) {
+        for slot in &self.inner.readers.slots {
+            slot.replace(None);
+        }
         match &self.inner.pool {
             Pool::Postgres(pool) => drop(pool.retain(|_, _| false)),
             Pool::Sqlite(pool) => drop(pool.retain(|_, _| false)),

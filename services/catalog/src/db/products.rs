@@ -2,8 +2,8 @@
 //! filters. A product is created with its (empty) stock row in the same transaction.
 
 use backbone_common::{
-    db::{DbConn, DbError},
-    db_run, keyset,
+    db::{DbConn, DbError, ReadConn},
+    db_run, keyset, read_run,
 };
 use chrono::NaiveDateTime;
 use diesel::sql_types::{BigInt, Text, Timestamp};
@@ -202,21 +202,21 @@ pub async fn update(
 }
 
 /// The products with these ids (any order).
-pub async fn by_ids(conn: &mut DbConn, ids: &[String]) -> Result<Vec<ProductRow>, DbError> {
+pub async fn by_ids(conn: &mut ReadConn, ids: &[String]) -> Result<Vec<ProductRow>, DbError> {
     // One primary-key lookup (the row carries its category ids). A single id is compared with
     // `=` rather than `= ANY($1)`: PostgreSQL cannot size an array parameter when it plans a
     // prepared statement once for all values, so an `ANY` lookup is planned again on every
     // execution, which costs several times the lookup itself.
     Ok(match ids {
         [] => Vec::new(),
-        [id] => db_run!(conn, |c| {
+        [id] => read_run!(conn, |c| {
             products::table
                 .filter(products::id.eq(id))
                 .select(ProductRow::as_select())
                 .load(c)
                 .await
         })?,
-        _ => db_run!(conn, |c| {
+        _ => read_run!(conn, |c| {
             products::table
                 .filter(products::id.eq_any(ids))
                 .select(ProductRow::as_select())

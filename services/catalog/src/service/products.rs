@@ -166,7 +166,7 @@ impl Catalog {
             }
         }
         if !missing.is_empty() {
-            let mut conn = self.conn().await?;
+            let mut conn = self.inner.database.read_conn().await?;
             for row in db::products::by_ids(&mut conn, &missing).await? {
                 let product = Arc::new(row.into_product());
                 cache.insert(product.id.clone(), product.clone());
