@@ -53,7 +53,7 @@ pub struct Config {
     /// replica's write can stay unseen here (this replica's own writes evict at once).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
     pub product_cache_ttl: Duration,
-    /// Most products kept in the cache.
+    /// Most products kept in the cache (0, or a TTL of 0s, turns the cache off).
     #[arg(long, default_value_t = 100_000)]
     pub product_cache_capacity: u64,
     /// How often the sweeper releases expired reservations.

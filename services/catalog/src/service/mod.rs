@@ -51,7 +51,8 @@ pub struct Settings {
 
 struct Inner {
     database: Database,
-    products: moka::sync::Cache<String, Arc<Product>>,
+    /// None when the cache is off (no capacity or no time to live): reads then skip it.
+    products: Option<moka::sync::Cache<String, Arc<Product>>>,
 }
 
 /// The catalog's use cases. Cheap to clone.
@@ -69,10 +70,13 @@ impl std::fmt::Debug for Catalog {
 impl Catalog {
     /// The use cases over `database`.
     pub fn new(database: Database, settings: &Settings) -> Self {
-        let products = moka::sync::Cache::builder()
-            .max_capacity(settings.product_cache_capacity)
-            .time_to_live(settings.product_cache_ttl)
-            .build();
+        let on = settings.product_cache_capacity > 0 && !settings.product_cache_ttl.is_zero();
+        let products = on.then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(settings.product_cache_capacity)
+                .time_to_live(settings.product_cache_ttl)
+                .build()
+        });
         Self {
             inner: Arc::new(Inner { database, products }),
         }

@@ -156,11 +156,11 @@ impl Catalog {
 
     /// Products by id from the cache or the database, any status.
     pub(super) async fn load(&self, ids: &[String]) -> Result<Vec<Arc<Product>>, CatalogError> {
-        let cache = &self.inner.products;
+        let cache = self.inner.products.as_ref();
         let mut found: Vec<Arc<Product>> = Vec::with_capacity(ids.len());
         let mut missing: Vec<String> = Vec::new();
         for id in ids {
-            match cache.get(id) {
+            match cache.and_then(|cache| cache.get(id)) {
                 Some(product) => found.push(product),
                 None => missing.push(id.clone()),
             }
@@ -169,7 +169,9 @@ impl Catalog {
             let mut conn = self.inner.database.read_conn().await?;
             for row in db::products::by_ids(&mut conn, &missing).await? {
                 let product = Arc::new(row.into_product());
-                cache.insert(product.id.clone(), product.clone());
+                if let Some(cache) = cache {
+                    cache.insert(product.id.clone(), product.clone());
+                }
                 found.push(product);
             }
         }
@@ -476,7 +478,9 @@ impl Catalog {
         )
         .await;
         // Whatever happened, this replica's copy may be stale now.
-        self.inner.products.invalidate(id);
+        if let Some(cache) = &self.inner.products {
+            cache.invalidate(id);
+        }
         Ok(result.map_err(map_write)?.into_product())
     }
 }
