@@ -332,6 +332,8 @@ macro_rules! read_run {
 /// takes them in batches. A slow statement would hold up the ones queued behind it, so only
 /// primary-key lookups use these.
 struct SharedReaders {
+    /// The PostgreSQL connection string.
+    url: String,
     slots: Vec<ReaderSlot>,
     next: AtomicUsize,
 }
@@ -365,10 +367,9 @@ impl ReaderSlot {
 
 /// Opens a connection for [`SharedReaders`], driving it on its own task so its end is seen.
 async fn connect_shared(url: &str) -> Result<SharedConn, DbError> {
-    let unavailable = |err: Box<dyn std::error::Error + Send + Sync>| DbError::Unavailable(err);
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
-        .map_err(|err| unavailable(Box::new(err)))?;
+        .map_err(|err| DbError::Unavailable(Box::new(err)))?;
     let closed = Arc::new(AtomicBool::new(false));
     let driver_closed = closed.clone();
     tokio::spawn(async move {
@@ -379,7 +380,7 @@ async fn connect_shared(url: &str) -> Result<SharedConn, DbError> {
     });
     let conn = AsyncPgConnection::try_from(client)
         .await
-        .map_err(|err| unavailable(Box::new(err)))?;
+        .map_err(|err| DbError::Unavailable(Box::new(err)))?;
     Ok(SharedConn {
         conn: Arc::new(conn),
         closed,
@@ -389,7 +390,8 @@ async fn connect_shared(url: &str) -> Result<SharedConn, DbError> {
 struct Inner {
     url: DatabaseUrl,
     pool: Pool,
-    readers: SharedReaders,
+    /// None on SQLite and with `--db-read-connections 0`.
+    readers: Option<SharedReaders>,
     timeout: Duration,
     migrations: Migrations,
     ready: watch::Sender<bool>,
@@ -449,14 +451,17 @@ impl Database {
                 Pool::Sqlite(build_pool(manager, args)?)
             }
         };
-        let readers = SharedReaders {
-            slots: match url {
-                DatabaseUrl::Postgres(_) => (0..args.db_read_connections)
-                    .map(|_| ReaderSlot::default())
-                    .collect(),
-                DatabaseUrl::Sqlite(_) => Vec::new(),
-            },
-            next: AtomicUsize::new(0),
+        let readers = match &url {
+            DatabaseUrl::Postgres(conn_str) if args.db_read_connections > 0 => {
+                Some(SharedReaders {
+                    url: conn_str.clone(),
+                    slots: (0..args.db_read_connections)
+                        .map(|_| ReaderSlot::default())
+                        .collect(),
+                    next: AtomicUsize::new(0),
+                })
+            }
+            _ => None,
         };
         let (ready, _) = watch::channel(false);
         Ok(Self {
@@ -500,17 +505,17 @@ impl Database {
     /// connections (`--db-read-connections`), round robin, connected on first use and again
     /// after it closes; with none configured, and on SQLite, it is a pooled one.
     pub async fn read_conn(&self) -> Result<ReadConn, DbError> {
-        let slots = &self.inner.readers.slots;
-        if slots.is_empty() {
+        let Some(readers) = &self.inner.readers else {
             return Ok(match self.conn().await? {
                 DbConn::Postgres(conn) => ReadConn::Postgres(PgRead::Pooled(Box::new(conn))),
                 DbConn::Sqlite(conn) => ReadConn::Sqlite(conn),
             });
-        }
+        };
         if !*self.inner.ready.borrow() {
             return Err(DbError::NotReady);
         }
-        let slot = &slots[self.inner.readers.next.fetch_add(1, Ordering::Relaxed) % slots.len()];
+        let turn = readers.next.fetch_add(1, Ordering::Relaxed);
+        let slot = &readers.slots[turn % readers.slots.len()];
         if let Some(conn) = slot.live() {
             return Ok(ReadConn::Postgres(PgRead::Shared(conn)));
         }
@@ -519,10 +524,7 @@ impl Database {
             if let Some(conn) = slot.live() {
                 return Ok(conn);
             }
-            let DatabaseUrl::Postgres(url) = &self.inner.url else {
-                unreachable!("shared readers exist only on PostgreSQL")
-            };
-            let fresh = connect_shared(url).await?;
+            let fresh = connect_shared(&readers.url).await?;
             slot.replace(Some(fresh.clone()));
             Ok(fresh.conn)
         };
@@ -663,7 +665,7 @@ impl Database {
     }
 
     fn clear_idle(&self) {
-        for slot in &self.inner.readers.slots {
+        for slot in self.inner.readers.iter().flat_map(|r| &r.slots) {
             slot.replace(None);
         }
         match &self.inner.pool {
