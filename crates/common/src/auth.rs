@@ -268,7 +268,45 @@ struct Inner {
     keys: RwLock<HashMap<String, Arc<DecodingKey>>>,
     fetch: tokio::sync::Mutex<Option<LastFetch>>,
     memo: moka::sync::Cache<[u8; 32], Arc<Principal>>,
+    /// Tells this verifier's entries in [`RECENT`] from other verifiers' (tests run several
+    /// services, each with its own verifier, in one process).
+    id: u64,
 }
+
+/// Tokens a thread verified last, per thread, in front of the shared memo: a call bearing one of
+/// them costs a comparison of the token's bytes, where the shared memo costs a SHA-256 of the
+/// token and a concurrent-map lookup (about a tenth of a trivial call's CPU, make bench). A
+/// service mostly sees the same few callers (other services' tokens, a client's session), so a
+/// handful per thread is enough.
+const RECENT_PER_THREAD: usize = 8;
+
+/// One of a thread's [`RECENT`] tokens.
+struct RecentToken {
+    verifier: u64,
+    /// [`recent_hash`] of the token: only a token with the same hash is compared byte by byte,
+    /// so how long a comparison takes tells a caller nothing about a valid token's bytes.
+    hash: u64,
+    token: Box<str>,
+    principal: Arc<Principal>,
+}
+
+thread_local! {
+    /// This thread's recently verified tokens, most recent first.
+    static RECENT: std::cell::RefCell<std::collections::VecDeque<RecentToken>> =
+        const { std::cell::RefCell::new(std::collections::VecDeque::new()) };
+}
+
+/// A hash of `token` keyed with a random seed chosen when the process starts, so callers can
+/// neither predict nor aim for another token's hash.
+fn recent_hash(token: &str) -> u64 {
+    use std::hash::BuildHasher as _;
+    static SEED: std::sync::LazyLock<foldhash::quality::RandomState> =
+        std::sync::LazyLock::new(foldhash::quality::RandomState::default);
+    SEED.hash_one(token)
+}
+
+/// Hands every verifier its own [`Inner::id`].
+static NEXT_VERIFIER_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Verifies access tokens; cheap to clone (one shared key cache and memo).
 #[derive(Clone)]
@@ -300,6 +338,12 @@ impl moka::Expiry<[u8; 32], Arc<Principal>> for UntilExpiry {
     }
 }
 
+/// The shared memo's key of `token`: its SHA-256, so the memo holds 32 bytes per token however
+/// long tokens are, and no token text.
+fn memo_key(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
     SystemTime::now()
@@ -328,6 +372,7 @@ impl TokenVerifier {
                 keys: RwLock::new(HashMap::new()),
                 fetch: tokio::sync::Mutex::new(None),
                 memo,
+                id: NEXT_VERIFIER_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             }),
         }
     }
@@ -337,12 +382,47 @@ impl TokenVerifier {
         &self.inner.settings
     }
 
+    /// The principal of `token` if it was verified before and has not expired: no signature
+    /// check, no waiting. [`Self::verify`] does the rest.
+    pub fn memoised(&self, token: &str) -> Option<Arc<Principal>> {
+        let now = unix_now();
+        let hash = recent_hash(token);
+        let recent = RECENT.with_borrow(|recent| {
+            recent
+                .iter()
+                .find(|r| r.hash == hash && r.verifier == self.inner.id && *r.token == *token)
+                .map(|r| r.principal.clone())
+        });
+        if let Some(principal) = recent {
+            return (principal.expires_at > now).then_some(principal);
+        }
+        let principal = self.inner.memo.get(&memo_key(token))?;
+        if principal.expires_at <= now {
+            return None;
+        }
+        self.remember_here(token, hash, &principal);
+        Some(principal)
+    }
+
+    /// Puts `token` first in this thread's [`RECENT`] tokens.
+    fn remember_here(&self, token: &str, hash: u64, principal: &Arc<Principal>) {
+        let now = unix_now();
+        RECENT.with_borrow_mut(|recent| {
+            // Expired tokens go now rather than when pushed out, and a token is listed once.
+            recent.retain(|r| r.principal.expires_at > now && r.hash != hash);
+            recent.truncate(RECENT_PER_THREAD - 1);
+            recent.push_front(RecentToken {
+                verifier: self.inner.id,
+                hash,
+                token: token.into(),
+                principal: principal.clone(),
+            });
+        });
+    }
+
     /// Verifies `token` and returns its principal.
     pub async fn verify(&self, token: &str) -> Result<Arc<Principal>, TokenError> {
-        let memo_key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(principal) = self.inner.memo.get(&memo_key)
-            && principal.expires_at > unix_now()
-        {
+        if let Some(principal) = self.memoised(token) {
             return Ok(principal);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
@@ -376,7 +456,8 @@ impl TokenVerifier {
                 _ => TokenError::Malformed,
             })?;
         let principal = Arc::new(principal_of(data.claims)?);
-        self.inner.memo.insert(memo_key, principal.clone());
+        self.inner.memo.insert(memo_key(token), principal.clone());
+        self.remember_here(token, recent_hash(token), &principal);
         Ok(principal)
     }
 
@@ -474,7 +555,7 @@ fn principal_of(claims: AccessClaims) -> Result<Principal, TokenError> {
 }
 
 /// The bearer token of an `authorization` header, if there is one.
-fn bearer(headers: &HeaderMap) -> Result<Option<String>, TokenError> {
+fn bearer(headers: &HeaderMap) -> Result<Option<&str>, TokenError> {
     let Some(value) = headers.get(http::header::AUTHORIZATION) else {
         return Ok(None);
     };
@@ -484,7 +565,7 @@ fn bearer(headers: &HeaderMap) -> Result<Option<String>, TokenError> {
     if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
         return Err(TokenError::Malformed);
     }
-    Ok(Some(token.to_owned()))
+    Ok(Some(token))
 }
 
 /// The caller of `request`, or UNAUTHENTICATED (`TOKEN_REQUIRED`) for an anonymous call.
@@ -598,22 +679,26 @@ where
             (Some(verifier), true) => verifier.clone(),
             _ => return Box::pin(self.inner.call(request)),
         };
-        let token = bearer(request.headers());
+        let token = match bearer(request.headers()) {
+            Ok(None) => return Box::pin(self.inner.call(request)),
+            Ok(Some(token)) => token,
+            Err(err) => return Box::pin(std::future::ready(Ok(Status::from(&err).into_http()))),
+        };
+        // The common case, a token verified before: the call goes on at once.
+        if let Some(principal) = verifier.memoised(token) {
+            request.extensions_mut().insert(principal);
+            return Box::pin(self.inner.call(request));
+        }
+        let token = token.to_owned();
         // The clone that was driven to readiness serves this call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            let verified = match token {
-                Ok(None) => None,
-                Ok(Some(token)) => Some(verifier.verify(&token).await),
-                Err(err) => Some(Err(err)),
-            };
-            match verified {
-                None => {}
-                Some(Ok(principal)) => {
+            match verifier.verify(&token).await {
+                Ok(principal) => {
                     request.extensions_mut().insert(principal);
                 }
-                Some(Err(err)) => return Ok(Status::from(&err).into_http()),
+                Err(err) => return Ok(Status::from(&err).into_http()),
             }
             inner.call(request).await
         })
@@ -632,18 +717,143 @@ mod tests {
             "authorization",
             "Bearer abc.def.ghi".parse().expect("header"),
         );
-        assert_eq!(
-            bearer(&headers).ok().flatten().as_deref(),
-            Some("abc.def.ghi")
-        );
+        assert_eq!(bearer(&headers).ok().flatten(), Some("abc.def.ghi"));
         headers.insert("authorization", "bearer   xyz".parse().expect("header"));
-        assert_eq!(bearer(&headers).ok().flatten().as_deref(), Some("xyz"));
+        assert_eq!(bearer(&headers).ok().flatten(), Some("xyz"));
         for bad in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer   ", "token"] {
             headers.insert("authorization", bad.parse().expect("header"));
             assert!(
                 matches!(bearer(&headers), Err(TokenError::Malformed)),
                 "{bad}"
             );
+        }
+    }
+
+    /// Publishes one Ed25519 key and signs tokens with it.
+    struct OneKey {
+        der: Vec<u8>,
+        jwk: Jwk,
+    }
+
+    impl OneKey {
+        fn new() -> Self {
+            use base64::Engine as _;
+            use ed25519_dalek::pkcs8::EncodePrivateKey as _;
+            let key = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
+            let der = key.to_pkcs8_der().expect("der").as_bytes().to_vec();
+            let x = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(key.verifying_key().as_bytes());
+            let jwk = Jwk {
+                kid: "k1".into(),
+                kty: "OKP".into(),
+                crv: "Ed25519".into(),
+                x,
+                alg: "EdDSA".into(),
+                r#use: "sig".into(),
+            };
+            Self { der, jwk }
+        }
+
+        fn sign(&self, audience: &str, expires_in: i64) -> String {
+            let now = unix_now();
+            let claims = AccessClaims {
+                iss: "https://auth.test".into(),
+                aud: Audience::One(audience.into()),
+                sub: "u1".into(),
+                exp: now.saturating_add_signed(expires_in),
+                iat: now - 10,
+                nbf: now - 10,
+                jti: "j1".into(),
+                sid: Some("s1".into()),
+                client_id: None,
+                roles: vec!["customer".into()],
+            };
+            let mut header = jsonwebtoken::Header::new(Algorithm::EdDSA);
+            header.kid = Some(self.jwk.kid.clone());
+            header.typ = Some(ACCESS_TOKEN_TYPE.into());
+            let key = jsonwebtoken::EncodingKey::from_ed_der(&self.der);
+            jsonwebtoken::encode(&header, &claims, &key).expect("sign")
+        }
+    }
+
+    struct Published(Jwk);
+
+    impl JwksSource for Published {
+        fn fetch(&self) -> JwksFuture<'_> {
+            Box::pin(async move { Ok(vec![self.0.clone()]) })
+        }
+    }
+
+    fn verifier(keys: &OneKey, audience: &str) -> TokenVerifier {
+        let settings = VerifierSettings {
+            leeway: Duration::ZERO,
+            ..VerifierSettings::new("https://auth.test", audience)
+        };
+        TokenVerifier::new(settings, Published(keys.jwk.clone()))
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_token_remembered_by_one_verifier_is_not_accepted_by_another() {
+        let keys = OneKey::new();
+        let shop = verifier(&keys, "shop");
+        let other = verifier(&keys, "other");
+        let token = keys.sign("shop", 600);
+        assert!(
+            shop.memoised(&token).is_none(),
+            "nothing is remembered before"
+        );
+        assert_eq!(shop.verify(&token).await.expect("valid").subject, "u1");
+        // Remembered on this thread now, and only for the verifier that checked it.
+        assert!(shop.memoised(&token).is_some());
+        assert!(other.memoised(&token).is_none());
+        assert!(matches!(
+            other.verify(&token).await,
+            Err(TokenError::Invalid("wrong audience"))
+        ));
+        // A token differing in one byte of its signature is not the remembered one.
+        let mut altered = token.clone().into_bytes();
+        let last = altered.len() - 2;
+        altered[last] = if altered[last] == b'A' { b'B' } else { b'A' };
+        let altered = String::from_utf8(altered).expect("ascii");
+        assert!(shop.memoised(&altered).is_none());
+        assert!(shop.verify(&altered).await.is_err());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn remembered_tokens_stop_working_when_they_expire() {
+        let keys = OneKey::new();
+        let shop = verifier(&keys, "shop");
+        let token = keys.sign("shop", 1);
+        shop.verify(&token).await.expect("valid for a second");
+        assert!(shop.memoised(&token).is_some());
+        tokio::time::sleep(Duration::from_millis(2_100)).await;
+        assert!(shop.memoised(&token).is_none(), "expired");
+        assert!(matches!(
+            shop.verify(&token).await,
+            Err(TokenError::Expired)
+        ));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn each_thread_remembers_a_few_tokens_and_the_shared_memo_the_rest() {
+        let keys = OneKey::new();
+        let shop = verifier(&keys, "shop");
+        let tokens: Vec<String> = (0..RECENT_PER_THREAD + 4)
+            .map(|n| keys.sign("shop", 600 + i64::try_from(n).expect("small")))
+            .collect();
+        for token in &tokens {
+            shop.verify(token).await.expect("valid");
+        }
+        let here = RECENT.with_borrow(|recent| {
+            recent
+                .iter()
+                .filter(|r| r.verifier == shop.inner.id)
+                .count()
+        });
+        assert_eq!(here, RECENT_PER_THREAD);
+        // The oldest are no longer on this thread's list but still in the shared memo.
+        for token in &tokens {
+            assert!(shop.memoised(token).is_some());
         }
     }
 

@@ -173,6 +173,11 @@ impl RpcLabels {
         }
     }
 
+    /// The `rpc.service` and `rpc.method` attributes, for the call's span.
+    pub(crate) fn attributes(&self) -> [KeyValue; 2] {
+        [self.service.clone(), self.method.clone()]
+    }
+
     /// The labels of every call to a path the server does not serve, so a client cannot grow
     /// the number of series by inventing services or methods.
     pub(crate) fn other() -> Self {

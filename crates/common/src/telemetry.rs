@@ -5,6 +5,7 @@
 
 use std::io::IsTerminal;
 
+use opentelemetry::trace::SpanContext;
 use opentelemetry::{
     global,
     trace::{TraceContextExt as _, TracerProvider as _},
@@ -13,7 +14,15 @@ use opentelemetry_sdk::{
     Resource, metrics::SdkMeterProvider, propagation::TraceContextPropagator,
     trace::SdkTracerProvider,
 };
-use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
+use tracing::{Metadata, subscriber::Interest};
+use tracing_subscriber::{
+    EnvFilter, Layer,
+    filter::FilterExt as _,
+    fmt::{FmtContext, FormatEvent, FormatFields, format::Writer},
+    layer::SubscriberExt,
+    registry::LookupSpan,
+    util::SubscriberInitExt,
+};
 
 use crate::config::{LogFormat, TelemetryArgs};
 
@@ -93,35 +102,31 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> Telemetry {
             .with_span_list(false)
             .flatten_event(true)
             .with_target(true);
-        // `trace_id` and `span_id` of the line's span, read from its OpenTelemetry context when
-        // a line is written (nothing is recorded per call for them).
+        // `trace_id` and `span_id` of the line's call, read when a line is written (nothing is
+        // recorded per call for them).
         layer
             .inner_layer_mut()
             .add_multiple_dynamic_fields(|event, ctx, writer| {
-                let Some(span) = ctx.event_span(event) else {
-                    return;
-                };
-                let Some(cx) = tracing::dispatcher::get_default(|dispatch| {
-                    tracing_opentelemetry::get_otel_context(&span.id(), dispatch)
-                }) else {
-                    return;
-                };
-                let otel_span = cx.span();
-                let ids = otel_span.span_context();
-                if ids.is_valid() {
+                if let Some(ids) = line_span_context(event, ctx.current_span().id().cloned()) {
                     _ = writer.write_field("trace_id", ids.trace_id().to_string());
                     _ = writer.write_field("span_id", ids.span_id().to_string());
                 }
             });
-        layer.boxed()
+        layer.with_filter(filter.and(OutsideCallSpans)).boxed()
     } else {
-        tracing_subscriber::fmt::layer().with_target(false).boxed()
+        tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .map_event_format(WithTraceId)
+            .with_filter(filter.and(OutsideCallSpans))
+            .boxed()
     };
     // The log filter applies to log lines only: spans (and so trace ids in logs, audit rows and
     // exported traces) keep flowing when an operator turns logging down to `warn`.
     // Per call, only what the spans need: code location, thread names, busy/idle timings and
     // activating an OpenTelemetry context on every poll cost ~5% of a trivial call's throughput
-    // (make bench) and nothing here reads them; parents come from the tracing span tree.
+    // (make bench) and nothing here reads them; parents come from the tracing span tree, and a
+    // span opened outside any (an outgoing call in a handler) is a child of the current
+    // OpenTelemetry context: the SERVER span of the call being served.
     let otel_layer = tracing_opentelemetry::layer()
         .with_location(false)
         .with_threads(false)
@@ -131,12 +136,8 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> Telemetry {
         .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
     let installed = tracing_subscriber::registry()
         .with(otel_layer)
-        .with(fmt_layer.with_filter(filter))
+        .with(fmt_layer)
         .try_init();
-    if installed.is_ok() && !json {
-        // Only the text format prints span fields, so only then do call spans record theirs.
-        crate::trace::record_trace_id_fields();
-    }
     if installed.is_err() {
         // Tests start several services in one process; the first subscriber stays.
         tracing::debug!("a global tracing subscriber is already installed");
@@ -148,4 +149,74 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> Telemetry {
         tracing::warn!(error = %err, "a metrics exporter could not be built");
     }
     Telemetry { provider, meters }
+}
+
+/// The OpenTelemetry span a log line belongs to: its `tracing` span's when it is written in one
+/// that OpenTelemetry knows (an outgoing call's), else the current OpenTelemetry context's (the
+/// call being served, see [`crate::trace::ServerTraceLayer`]). `current` is the registry's
+/// current span (its id), whatever the writing layer's filter hides from it.
+fn line_span_context(
+    event: &tracing::Event<'_>,
+    current: Option<tracing::span::Id>,
+) -> Option<SpanContext> {
+    let span = if event.is_root() {
+        None
+    } else if let Some(parent) = event.parent() {
+        Some(parent.clone())
+    } else {
+        current
+    };
+    let from_span = span.and_then(|span| {
+        tracing::dispatcher::get_default(|dispatch| {
+            tracing_opentelemetry::get_otel_context(&span, dispatch)
+        })
+    });
+    let ids = match from_span {
+        Some(cx) => cx.span().span_context().clone(),
+        None => opentelemetry::Context::map_current(|cx| cx.span().span_context().clone()),
+    };
+    ids.is_valid().then_some(ids)
+}
+
+/// Text lines start with the trace id of their call, when they belong to one.
+struct WithTraceId<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for WithTraceId<F>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        if let Some(ids) = line_span_context(event, ctx.current_span().id().cloned()) {
+            write!(writer, "trace_id={} ", ids.trace_id())?;
+        }
+        self.0.format_event(ctx, writer, event)
+    }
+}
+
+/// A per-layer filter that keeps the kit's call spans (see [`crate::trace`]) away from a log
+/// layer: formatting their fields when each call opens (and freeing them when it ends) was the
+/// largest part of a call's tracing cost (make bench), and lines logged during a call carry its
+/// trace id anyway.
+#[derive(Debug, Clone, Copy)]
+struct OutsideCallSpans;
+
+impl<S> tracing_subscriber::layer::Filter<S> for OutsideCallSpans {
+    fn enabled(&self, meta: &Metadata<'_>, _: &tracing_subscriber::layer::Context<'_, S>) -> bool {
+        !crate::trace::is_call_span(meta)
+    }
+
+    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> Interest {
+        if crate::trace::is_call_span(meta) {
+            Interest::never()
+        } else {
+            Interest::always()
+        }
+    }
 }

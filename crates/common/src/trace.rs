@@ -3,20 +3,18 @@
 //! CLIENT span of each outgoing call and injects its context into the request headers.
 
 use std::{
+    borrow::Cow,
     collections::HashMap,
     future::Future,
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::Arc,
     task::{Context, Poll},
 };
 
 use http::{HeaderMap, Request, Response};
 use opentelemetry::{
-    global,
-    trace::{Status, TraceContextExt as _},
+    KeyValue, global,
+    trace::{FutureExt as _, SpanKind, Status, TraceContextExt as _, Tracer as _},
 };
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use tower::{Layer, Service};
@@ -36,94 +34,121 @@ fn grpc_status(headers: &HeaderMap) -> Option<i32> {
     headers.get("grpc-status")?.to_str().ok()?.parse().ok()
 }
 
-/// Records the status on the span, marking server-side failures as span errors the way the
-/// OpenTelemetry gRPC conventions do for SERVER spans (client mistakes are not span errors).
-///
-/// Set on the OpenTelemetry span directly, not recorded as `tracing` fields: a recorded field
-/// makes the JSON log layer serialise all of the span's fields again, on every call.
-fn record_status(span: &Span, code: i32, server: bool) {
-    span.set_attribute("rpc.grpc.status_code", i64::from(code));
+/// Whether a call answered with `code` is a span error: for SERVER spans only server-side
+/// failures are, the way the OpenTelemetry gRPC conventions say (client mistakes are not).
+fn is_span_error(code: i32, server: bool) -> bool {
     let server_fault = matches!(code, 2 | 4 | 12 | 13 | 14 | 15);
-    if code != 0 && (!server || server_fault) {
+    code != 0 && (!server || server_fault)
+}
+
+/// Records the status of an answer on the OpenTelemetry span of `cx` and ends it.
+fn finish_span(cx: &opentelemetry::Context, code: i32) {
+    let span = cx.span();
+    span.set_attribute(KeyValue::new("rpc.grpc.status_code", i64::from(code)));
+    if is_span_error(code, true) {
         span.set_status(Status::error(""));
     }
+    span.end();
 }
 
-/// Whether the call span carries its trace id as a field, for the text log format (it prints
-/// span fields). JSON lines get `trace_id` from the span context when one is written, so only
-/// the text format pays for recording it on every call.
-static TRACE_ID_FIELD: AtomicBool = AtomicBool::new(false);
+/// The name of the kit's CLIENT call spans, as `tracing` sees them.
+const CALL_SPAN: &str = "grpc";
 
-/// Asks call spans to carry a `trace_id` field (see [`TRACE_ID_FIELD`]).
-pub(crate) fn record_trace_id_fields() {
-    TRACE_ID_FIELD.store(true, Ordering::Relaxed);
+/// Whether `meta` describes a call span opened by this module.
+pub(crate) fn is_call_span(meta: &tracing::Metadata<'_>) -> bool {
+    meta.is_span() && meta.name() == CALL_SPAN && meta.target() == module_path!()
 }
 
-/// The span of a call to `path` (`/package.Service/Method`): its name is the path without
-/// the slash, and every field is a borrowed string, so making it formats and allocates nothing.
-fn rpc_span(kind: &'static str, path: &str) -> Span {
-    let (service, method) = split_path(path);
-    tracing::info_span!(
-        "grpc",
-        otel.name = path.strip_prefix('/').unwrap_or(path),
-        otel.kind = kind,
-        rpc.system = "grpc",
-        rpc.service = service,
-        rpc.method = method,
-        trace_id = tracing::field::Empty,
-    )
-}
-
-/// Records the trace id on a call span, for the text log format only; call it once the span's
-/// parent is set (reading the context starts the span, which fixes its trace).
-fn note_trace_id(span: &Span) {
-    if TRACE_ID_FIELD.load(Ordering::Relaxed) {
-        let trace_id = span.context().span().span_context().trace_id();
-        if trace_id != opentelemetry::TraceId::INVALID {
-            span.record("trace_id", tracing::field::display(trace_id));
-        }
-    }
-}
-
-/// The trace id of the current span (hex), for audit rows and error reports.
+/// The trace id of the current call (hex), for audit rows and error reports: the current
+/// `tracing` span's when it has one (an outgoing call), else the call being served.
 pub fn current_trace_id() -> Option<String> {
-    let trace_id = Span::current().context().span().span_context().trace_id();
+    let span = Span::current();
+    let trace_id = if span.is_none() {
+        opentelemetry::Context::map_current(|cx| cx.span().span_context().trace_id())
+    } else {
+        span.context().span().span_context().trace_id()
+    };
     (trace_id != opentelemetry::TraceId::INVALID).then(|| trace_id.to_string())
+}
+
+/// Span names are `package.Service/Method`, kept once per process for the methods a server
+/// answers: a span name is a `Cow<'static, str>`, so a borrowed one costs nothing per call.
+fn interned(name: String) -> &'static str {
+    static NAMES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut names = NAMES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(known) = names.iter().find(|known| **known == name) {
+        return known;
+    }
+    let leaked: &'static str = name.leak();
+    names.push(leaked);
+    leaked
+}
+
+/// What the server layer knows of a method it answers.
+#[derive(Debug, Clone)]
+struct Method {
+    /// Its metrics labels.
+    labels: RpcLabels,
+    /// Its span name, `package.Service/Method`.
+    name: &'static str,
 }
 
 /// Server layer: one SERVER span per call, child of the caller's `traceparent` when present,
 /// and the call's metrics (active calls, duration by status code).
-#[derive(Debug, Clone)]
+///
+/// The span is an OpenTelemetry span made with the tracer directly, not a `tracing` span: that
+/// costs a fraction of going through the `tracing` registry and its layers on every call (make
+/// bench). Its context is the current OpenTelemetry context while the call runs, so log lines
+/// carry its ids and the `tracing` spans of outgoing calls are its children.
+#[derive(Clone)]
 pub struct ServerTraceLayer {
-    /// The metrics labels of every method this server answers, by path (`/pkg.Service/Method`);
-    /// calls to any other path share one label.
-    known: Arc<HashMap<String, RpcLabels>>,
+    /// Every method this server answers, by path (`/pkg.Service/Method`); calls to any other
+    /// path share one metrics label.
+    known: Arc<HashMap<String, Method>>,
+    tracer: Arc<global::BoxedTracer>,
+}
+
+impl std::fmt::Debug for ServerTraceLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTraceLayer")
+            .field("methods", &self.known.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ServerTraceLayer {
-    /// A layer for a server that answers these (`package.Service`, `Method`) pairs.
+    /// A layer for a server that answers these (`package.Service`, `Method`) pairs, with the
+    /// global tracer (set up by [`crate::telemetry::init`]).
     pub fn new<'a>(methods: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         let known = methods
             .into_iter()
             .map(|(service, method)| {
-                (
-                    format!("/{service}/{method}"),
-                    RpcLabels::new(service, method),
-                )
+                let path = format!("/{service}/{method}");
+                let method = Method {
+                    labels: RpcLabels::new(service, method),
+                    name: interned(path[1..].to_owned()),
+                };
+                (path, method)
             })
             .collect();
         Self {
             known: Arc::new(known),
+            tracer: Arc::new(global::tracer(TRACER)),
         }
     }
 }
+
+/// The instrumentation scope of the kit's spans.
+const TRACER: &str = "backbone";
 
 impl<S> Layer<S> for ServerTraceLayer {
     type Service = ServerTrace<S>;
     fn layer(&self, inner: S) -> Self::Service {
         ServerTrace {
             inner,
-            known: self.known.clone(),
+            layer: self.clone(),
         }
     }
 }
@@ -132,7 +157,46 @@ impl<S> Layer<S> for ServerTraceLayer {
 #[derive(Debug, Clone)]
 pub struct ServerTrace<S> {
     inner: S,
-    known: Arc<HashMap<String, RpcLabels>>,
+    layer: ServerTraceLayer,
+}
+
+impl<S> ServerTrace<S> {
+    /// The metrics and SERVER span of a call to `request`.
+    fn start<B>(&self, request: &Request<B>) -> (CallMeasure, opentelemetry::Context) {
+        let path = request.uri().path();
+        let (labels, name, [service, method]) = match self.layer.known.get(path) {
+            Some(known) => (
+                known.labels.clone(),
+                Cow::Borrowed(known.name),
+                known.labels.attributes(),
+            ),
+            None => {
+                let (service, method) = split_path(path);
+                (
+                    RpcLabels::other(),
+                    Cow::Owned(path.strip_prefix('/').unwrap_or(path).to_owned()),
+                    [
+                        KeyValue::new("rpc.service", service.to_owned()),
+                        KeyValue::new("rpc.method", method.to_owned()),
+                    ],
+                )
+            }
+        };
+        let measure = CallMeasure::start(labels);
+        // A caller without a `traceparent` starts a trace: nothing to continue.
+        let parent = if request.headers().contains_key("traceparent") {
+            global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(request.headers())))
+        } else {
+            opentelemetry::Context::new()
+        };
+        let tracer = &*self.layer.tracer;
+        let span = tracer
+            .span_builder(name)
+            .with_kind(SpanKind::Server)
+            .with_attributes([KeyValue::new("rpc.system", "grpc"), service, method])
+            .start_with_context(tracer, &parent);
+        (measure, parent.with_span(span))
+    }
 }
 
 impl<S, B, RB> Service<Request<B>> for ServerTrace<S>
@@ -151,31 +215,24 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let labels = self.known.get(request.uri().path()).cloned();
-        let mut measure = CallMeasure::start(labels.unwrap_or_else(RpcLabels::other));
-        let span = rpc_span("server", request.uri().path());
-        // A caller without a `traceparent` starts a trace: nothing to continue.
-        if request.headers().contains_key("traceparent") {
-            let parent =
-                global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(request.headers())));
-            // Only fails when the span is disabled by the filter: then there is nothing to link.
-            let _ = span.set_parent(parent);
-        }
-        note_trace_id(&span);
-        let future = self.inner.call(request).instrument(span.clone());
+        let (mut measure, call) = self.start(&request);
+        let future = self.inner.call(request).with_context(call.clone());
         Box::pin(async move {
             let response = future.await?;
             let trailers_only = grpc_status(response.headers());
             if let Some(code) = trailers_only {
-                record_status(&span, code, true);
+                finish_span(&call, code);
                 measure.finish(code.into());
             }
             // An access-log line for debugging, off at the default `info` filter.
-            tracing::debug!(parent: &span, grpc_status = trailers_only.unwrap_or(0), "call answered");
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                let _current = call.clone().attach();
+                tracing::debug!(grpc_status = trailers_only.unwrap_or(0), "call answered");
+            }
             let pending = trailers_only.is_none();
             Ok(response.map(|body| TracedBody {
                 inner: body,
-                span: pending.then_some(span),
+                call: pending.then_some(call),
                 measure: pending.then_some(measure),
             }))
         })
@@ -189,7 +246,7 @@ pin_project_lite::pin_project! {
     pub struct TracedBody<B> {
         #[pin]
         inner: B,
-        span: Option<Span>,
+        call: Option<opentelemetry::Context>,
         measure: Option<CallMeasure>,
     }
 }
@@ -208,8 +265,8 @@ impl<B: http_body::Body> http_body::Body for TracedBody<B> {
             && let Some(trailers) = frame.trailers_ref()
             && let Some(code) = grpc_status(trailers)
         {
-            if let Some(span) = this.span.as_ref() {
-                record_status(span, code, true);
+            if let Some(call) = this.call.take() {
+                finish_span(&call, code);
             }
             if let Some(measure) = this.measure.as_mut() {
                 measure.finish(code.into());
@@ -225,6 +282,21 @@ impl<B: http_body::Body> http_body::Body for TracedBody<B> {
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// The CLIENT span of an outgoing call to `path` (`/package.Service/Method`): its name is the
+/// path without the slash, and every field is a borrowed string, so making it formats and
+/// allocates nothing. Its parent is the current `tracing` span, or else the call being served.
+fn client_span(path: &str) -> Span {
+    let (service, method) = split_path(path);
+    tracing::info_span!(
+        CALL_SPAN,
+        otel.name = path.strip_prefix('/').unwrap_or(path),
+        otel.kind = "client",
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+    )
 }
 
 /// Client layer: one CLIENT span per outgoing call, its context injected as `traceparent`.
@@ -258,19 +330,21 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let span = rpc_span("client", request.uri().path());
+        let span = client_span(request.uri().path());
         let context = span.context();
         global::get_text_map_propagator(|p| {
             p.inject_context(&context, &mut HeaderInjector(request.headers_mut()))
         });
-        note_trace_id(&span);
         let future = self.inner.call(request).instrument(span.clone());
         Box::pin(async move {
             let response = future.await?;
             // Unary answers carry their status in trailers that this layer does not wait for;
             // an error answered before the body is seen here.
             if let Some(code) = grpc_status(response.headers()) {
-                record_status(&span, code, false);
+                span.set_attribute("rpc.grpc.status_code", i64::from(code));
+                if is_span_error(code, false) {
+                    span.set_status(Status::error(""));
+                }
             }
             Ok(response)
         })
