@@ -8,6 +8,10 @@ pub mod echo {
     tonic::include_proto!("backbone.bench.v1");
 }
 
+/// The echo contract's encoded `FileDescriptorSet`, for the kit's reflection and metrics.
+pub const ECHO_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/echo_descriptor.bin"));
+
 /// gRPC's length-prefixed framing of one uncompressed message: what h2load posts.
 pub fn grpc_frame(message: &impl prost::Message) -> Vec<u8> {
     let body = message.encode_to_vec();

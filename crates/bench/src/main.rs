@@ -27,6 +27,10 @@ use backbone_proto::{
     common::Money,
 };
 use clap::Parser;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+    trace_service_server::{TraceService, TraceServiceServer},
+};
 use prost::Message as _;
 use tonic::transport::Channel;
 use tonic_health::pb::{
@@ -184,6 +188,17 @@ impl Bench<'_> {
 
     /// Starts `binary` on a free port with `args`; its output goes to `<name>.log`.
     fn spawn(&self, name: &str, binary: &str, args: &[&str]) -> anyhow::Result<Proc> {
+        self.spawn_with_env(name, binary, args, &[])
+    }
+
+    /// [`Self::spawn`] with extra environment variables.
+    fn spawn_with_env(
+        &self,
+        name: &str,
+        binary: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Proc> {
         let addr = self.port();
         let log = std::fs::File::create(self.work.join(format!("{name}.log")))?;
         let child = Command::new(self.bins.join(binary))
@@ -191,6 +206,7 @@ impl Bench<'_> {
             .arg(addr.to_string())
             .args(args)
             .env("AUTH_KEY_ENCRYPTION_KEY", KEK)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -627,6 +643,17 @@ async fn run(opts: &Opts) -> anyhow::Result<Vec<Row>> {
         "bench-echo",
         &["--mode", "kit", "--auth-url", &auth_url],
     )?;
+    // The same kit exporting every call's span over OTLP to a collector in this process.
+    let collector = SpanSink::start().await?;
+    let kit_exporting = bench.spawn_with_env(
+        "echo-kit-otlp",
+        "bench-echo",
+        &["--mode", "kit", "--auth-url", &auth_url],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.endpoint),
+            ("OTEL_METRICS_EXPORTER", "none"),
+        ],
+    )?;
     let now = Instant::now();
     for (proc, health) in [
         (&auth, "backbone.auth.v1.AuthService"),
@@ -634,6 +661,7 @@ async fn run(opts: &Opts) -> anyhow::Result<Vec<Row>> {
         (&uncached, "backbone.catalog.v1.CatalogService"),
         (&billing, "backbone.billing.v1.BillingService"),
         (&kit, "backbone.bench.v1.EchoService"),
+        (&kit_exporting, "backbone.bench.v1.EchoService"),
     ] {
         wait_serving(proc.addr, health, now).await?;
     }
@@ -704,6 +732,23 @@ async fn run(opts: &Opts) -> anyhow::Result<Vec<Row>> {
             ratio,
             0.90,
         ));
+        let (exporting, ratio) = bench.alternate(
+            &baseline,
+            &echo_load(kit_exporting.addr, auth_header(&customer), clients, streams),
+            |m| m.rps,
+        )?;
+        let spans = collector.spans();
+        ensure!(spans > 0, "the kit exported no spans over OTLP");
+        rows.push(Row {
+            target: "(OTLP export off above)".into(),
+            pass: true,
+            ..throughput_row(
+                &format!("reference: the same with OTLP trace export on ({spans} spans received)"),
+                exporting,
+                ratio,
+                0.0,
+            )
+        });
     }
 
     // GetProduct, cached, with a bearer token.
@@ -895,12 +940,31 @@ async fn run(opts: &Opts) -> anyhow::Result<Vec<Row>> {
         logins.sort_by(f64::total_cmp);
         #[allow(clippy::cast_precision_loss, reason = "a core count")]
         let per_core = logins[logins.len() / 2] / cores as f64;
+        // The ceiling: the same password checks with nothing else, through auth's own hashing
+        // pool (one worker per core, same parameters), in this process while the services idle.
+        let checks = password_checks_alone(cores, bench.measure).await?;
+        #[allow(clippy::cast_precision_loss, reason = "a core count")]
+        let ceiling = checks / cores as f64;
+        rows.push(Row {
+            scenario: format!(
+                "reference: Argon2id password checks alone (auth's hashing pool, {cores} workers, no RPC or database)"
+            ),
+            throughput: format!("{checks:.1}/s"),
+            p50: "-".into(),
+            p99: "-".into(),
+            ratio: format!("{ceiling:.1}/s per core"),
+            target: "(ceiling for login)".into(),
+            pass: true,
+        });
         rows.push(Row {
             scenario: format!("login, argon2id (OWASP: 19 MiB, t=2, p=1), {cores} cores"),
             throughput: format!("{:.1}/s", logins[logins.len() / 2]),
             p50: "-".into(),
             p99: "-".into(),
-            ratio: format!("{per_core:.1}/s per core"),
+            ratio: format!(
+                "{per_core:.1}/s per core ({:.2} × the ceiling)",
+                per_core / ceiling
+            ),
             target: "≥ 40/s per core".into(),
             pass: per_core >= 40.0,
         });
@@ -1122,6 +1186,94 @@ async fn checkout_rate(
         p50: percentile(&latencies, 0.5),
         p99: percentile(&latencies, 0.99),
     })
+}
+
+/// Password checks per second with auth's hashing pool and OWASP parameters, `cores` workers
+/// kept busy for `measure`: what logins per second cannot exceed on this machine.
+async fn password_checks_alone(cores: usize, measure: Duration) -> anyhow::Result<f64> {
+    use backbone_auth::domain::password::{HashPool, PasswordHasher};
+    let hasher = PasswordHasher::new(HashPool::new(cores, cores)?, PasswordHasher::owasp_params());
+    let phc = hasher
+        .hash(PASSWORD.to_owned())
+        .await
+        .map_err(|_| anyhow!("the hashing pool refused"))?;
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let checkers: Vec<_> = (0..cores)
+        .map(|_| {
+            let (hasher, phc, done) = (hasher.clone(), phc.clone(), done.clone());
+            tokio::spawn(async move {
+                while started.elapsed() < measure {
+                    let checked = hasher
+                        .check(PASSWORD.to_owned(), Some(phc.clone()))
+                        .await
+                        .map_err(|_| anyhow!("the hashing pool refused"))?;
+                    ensure!(checked.matches, "the password did not match its own hash");
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for checker in checkers {
+        checker.await??;
+    }
+    #[allow(clippy::cast_precision_loss, reason = "a count")]
+    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// An OTLP trace collector that counts the spans it receives and keeps nothing else.
+struct SpanSink {
+    endpoint: String,
+    spans: Arc<AtomicU64>,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Clone)]
+struct Counter(Arc<AtomicU64>);
+
+#[tonic::async_trait]
+impl TraceService for Counter {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let spans = request
+            .into_inner()
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len() as u64)
+            .sum::<u64>();
+        self.0.fetch_add(spans, Ordering::Relaxed);
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+impl SpanSink {
+    async fn start() -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let endpoint = format!("http://{}", listener.local_addr()?);
+        let spans = Arc::new(AtomicU64::new(0));
+        let service = TraceServiceServer::new(Counter(spans.clone()));
+        let server = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+                .await;
+        });
+        Ok(Self {
+            endpoint,
+            spans,
+            _server: server,
+        })
+    }
+
+    fn spans(&self) -> u64 {
+        self.spans.load(Ordering::Relaxed)
+    }
 }
 
 /// Logins running in the background until stopped.

@@ -107,6 +107,7 @@ pub async fn serve_with_database(
     let monitor = tokio::spawn(database.clone().monitor());
     let options = ServeOptions {
         service_names,
+        descriptor_sets: Vec::new(),
         readiness: Some(database.readiness()),
         server,
         verifier,

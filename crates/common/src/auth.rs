@@ -13,7 +13,7 @@
 
 use std::{
     collections::HashMap,
-    future::Future,
+    future::{Future, Ready},
     pin::Pin,
     sync::{Arc, RwLock},
     task::{Context, Poll},
@@ -21,6 +21,7 @@ use std::{
 };
 
 use backbone_proto::auth::{Jwk, auth_service_client::AuthServiceClient};
+use futures::future::Either;
 use http::{HeaderMap, Request, Response};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
@@ -283,10 +284,7 @@ const RECENT_PER_THREAD: usize = 8;
 /// One of a thread's [`RECENT`] tokens.
 struct RecentToken {
     verifier: u64,
-    /// [`recent_hash`] of the token: only a token with the same hash is compared byte by byte,
-    /// so how long a comparison takes tells a caller nothing about a valid token's bytes.
-    hash: u64,
-    token: Box<str>,
+    token: Box<[u8]>,
     principal: Arc<Principal>,
 }
 
@@ -296,13 +294,25 @@ thread_local! {
         const { std::cell::RefCell::new(std::collections::VecDeque::new()) };
 }
 
-/// A hash of `token` keyed with a random seed chosen when the process starts, so callers can
-/// neither predict nor aim for another token's hash.
-fn recent_hash(token: &str) -> u64 {
-    use std::hash::BuildHasher as _;
-    static SEED: std::sync::LazyLock<foldhash::quality::RandomState> =
-        std::sync::LazyLock::new(foldhash::quality::RandomState::default);
-    SEED.hash_one(token)
+/// Whether `a` and `b` are the same bytes, in a time that depends on their length only: no
+/// early exit at the first difference, so how long a comparison takes tells a caller nothing
+/// about how much of a valid token it has guessed (lengths are no secret).
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    // Eight bytes at a time, then the rest.
+    let (a_words, b_words) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail = a_words
+        .remainder()
+        .iter()
+        .zip(b_words.remainder())
+        .fold(0, |differ, (x, y)| differ | u64::from(x ^ y));
+    let word = |chunk: &[u8]| u64::from_ne_bytes(chunk.try_into().unwrap_or_default());
+    a_words
+        .zip(b_words)
+        .fold(tail, |differ, (x, y)| differ | (word(x) ^ word(y)))
+        == 0
 }
 
 /// Hands every verifier its own [`Inner::id`].
@@ -340,8 +350,8 @@ impl moka::Expiry<[u8; 32], Arc<Principal>> for UntilExpiry {
 
 /// The shared memo's key of `token`: its SHA-256, so the memo holds 32 bytes per token however
 /// long tokens are, and no token text.
-fn memo_key(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
+fn memo_key(token: &[u8]) -> [u8; 32] {
+    Sha256::digest(token).into()
 }
 
 /// Seconds since the Unix epoch.
@@ -383,14 +393,15 @@ impl TokenVerifier {
     }
 
     /// The principal of `token` if it was verified before and has not expired: no signature
-    /// check, no waiting. [`Self::verify`] does the rest.
-    pub fn memoised(&self, token: &str) -> Option<Arc<Principal>> {
+    /// check, no waiting. [`Self::verify`] does the rest. Takes the token's bytes as they
+    /// came (a header value need not be checked for UTF-8 first: only verified tokens match).
+    pub fn memoised(&self, token: impl AsRef<[u8]>) -> Option<Arc<Principal>> {
+        let token = token.as_ref();
         let now = unix_now();
-        let hash = recent_hash(token);
         let recent = RECENT.with_borrow(|recent| {
             recent
                 .iter()
-                .find(|r| r.hash == hash && r.verifier == self.inner.id && *r.token == *token)
+                .find(|r| r.verifier == self.inner.id && same_bytes(&r.token, token))
                 .map(|r| r.principal.clone())
         });
         if let Some(principal) = recent {
@@ -400,20 +411,22 @@ impl TokenVerifier {
         if principal.expires_at <= now {
             return None;
         }
-        self.remember_here(token, hash, &principal);
+        self.remember_here(token, &principal);
         Some(principal)
     }
 
     /// Puts `token` first in this thread's [`RECENT`] tokens.
-    fn remember_here(&self, token: &str, hash: u64, principal: &Arc<Principal>) {
+    fn remember_here(&self, token: &[u8], principal: &Arc<Principal>) {
         let now = unix_now();
         RECENT.with_borrow_mut(|recent| {
             // Expired tokens go now rather than when pushed out, and a token is listed once.
-            recent.retain(|r| r.principal.expires_at > now && r.hash != hash);
+            recent.retain(|r| {
+                r.principal.expires_at > now
+                    && !(r.verifier == self.inner.id && same_bytes(&r.token, token))
+            });
             recent.truncate(RECENT_PER_THREAD - 1);
             recent.push_front(RecentToken {
                 verifier: self.inner.id,
-                hash,
                 token: token.into(),
                 principal: principal.clone(),
             });
@@ -456,8 +469,9 @@ impl TokenVerifier {
                 _ => TokenError::Malformed,
             })?;
         let principal = Arc::new(principal_of(data.claims)?);
-        self.inner.memo.insert(memo_key(token), principal.clone());
-        self.remember_here(token, recent_hash(token), &principal);
+        let bytes = token.as_bytes();
+        self.inner.memo.insert(memo_key(bytes), principal.clone());
+        self.remember_here(bytes, &principal);
         Ok(principal)
     }
 
@@ -554,15 +568,19 @@ fn principal_of(claims: AccessClaims) -> Result<Principal, TokenError> {
     })
 }
 
-/// The bearer token of an `authorization` header, if there is one.
-fn bearer(headers: &HeaderMap) -> Result<Option<&str>, TokenError> {
+/// The bearer token of an `authorization` header, if there is one, as the header's bytes: a
+/// memoised token is found without checking them for UTF-8 (see [`TokenVerifier::memoised`]).
+fn bearer(headers: &HeaderMap) -> Result<Option<&[u8]>, TokenError> {
     let Some(value) = headers.get(http::header::AUTHORIZATION) else {
         return Ok(None);
     };
-    let value = value.to_str().map_err(|_| TokenError::Malformed)?;
-    let (scheme, token) = value.split_once(' ').ok_or(TokenError::Malformed)?;
-    let token = token.trim();
-    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+    let value = value.as_bytes();
+    let space = value
+        .iter()
+        .position(|b| *b == b' ')
+        .ok_or(TokenError::Malformed)?;
+    let (scheme, token) = (&value[..space], value[space + 1..].trim_ascii());
+    if !scheme.eq_ignore_ascii_case(b"bearer") || token.is_empty() {
         return Err(TokenError::Malformed);
     }
     Ok(Some(token))
@@ -650,6 +668,9 @@ pub struct Authenticate<S> {
     layer: AuthLayer,
 }
 
+/// A call whose token was not verified before: verified here, then served.
+type Verifying<E> = Pin<Box<dyn Future<Output = Result<Response<Body>, E>> + Send>>;
+
 impl<S, B> Service<Request<B>> for Authenticate<S>
 where
     S: Service<Request<B>, Response = Response<Body>> + Clone + Send + 'static,
@@ -659,41 +680,44 @@ where
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>;
+    /// The inner call as it is (anonymous, unguarded, or a memoised token), a refusal, or a
+    /// verification: only the last one allocates.
+    type Future =
+        Either<S::Future, Either<Ready<Result<Response<Body>, S::Error>>, Verifying<S::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let guarded = {
-            let service = request
-                .uri()
-                .path()
-                .trim_start_matches('/')
-                .split('/')
-                .next();
-            service.is_some_and(|s| self.layer.services.contains(&s))
+        let guarded = crate::trace::calls_any(request.uri().path(), &self.layer.services);
+        let verifier = match &self.layer.verifier {
+            Some(verifier) if guarded => verifier,
+            _ => return Either::Left(self.inner.call(request)),
         };
-        let verifier = match (&self.layer.verifier, guarded) {
-            (Some(verifier), true) => verifier.clone(),
-            _ => return Box::pin(self.inner.call(request)),
+        let refuse = |err: TokenError| {
+            Either::Right(Either::Left(std::future::ready(Ok(
+                Status::from(&err).into_http()
+            ))))
         };
         let token = match bearer(request.headers()) {
-            Ok(None) => return Box::pin(self.inner.call(request)),
+            Ok(None) => return Either::Left(self.inner.call(request)),
             Ok(Some(token)) => token,
-            Err(err) => return Box::pin(std::future::ready(Ok(Status::from(&err).into_http()))),
+            Err(err) => return refuse(err),
         };
         // The common case, a token verified before: the call goes on at once.
         if let Some(principal) = verifier.memoised(token) {
             request.extensions_mut().insert(principal);
-            return Box::pin(self.inner.call(request));
+            return Either::Left(self.inner.call(request));
         }
-        let token = token.to_owned();
+        let Ok(token) = std::str::from_utf8(token).map(str::to_owned) else {
+            return refuse(TokenError::Malformed);
+        };
+        let verifier = verifier.clone();
         // The clone that was driven to readiness serves this call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(async move {
+        Either::Right(Either::Right(Box::pin(async move {
             match verifier.verify(&token).await {
                 Ok(principal) => {
                     request.extensions_mut().insert(principal);
@@ -701,13 +725,29 @@ where
                 Err(err) => return Ok(Status::from(&err).into_http()),
             }
             inner.call(request).await
-        })
+        })))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_bytes_compare_whole() {
+        assert!(same_bytes(b"abc.def", b"abc.def"));
+        assert!(!same_bytes(b"abc.def", b"abc.deg"));
+        assert!(!same_bytes(b"xbc.def", b"abc.def"));
+        assert!(!same_bytes(b"abc.def", b"abc.de"));
+        assert!(same_bytes(b"", b""));
+        let long = b"eyJ0eXAiOiJhdCtqd3QiLCJhbGciOiJFZERTQSJ9.payload.signature";
+        assert!(same_bytes(long, long));
+        for at in [0, 7, 8, 30, long.len() - 1] {
+            let mut altered = *long;
+            altered[at] ^= 1;
+            assert!(!same_bytes(long, &altered), "byte {at}");
+        }
+    }
 
     #[test]
     fn bearer_header_parsing() {
@@ -717,9 +757,12 @@ mod tests {
             "authorization",
             "Bearer abc.def.ghi".parse().expect("header"),
         );
-        assert_eq!(bearer(&headers).ok().flatten(), Some("abc.def.ghi"));
+        assert_eq!(
+            bearer(&headers).ok().flatten(),
+            Some(b"abc.def.ghi".as_slice())
+        );
         headers.insert("authorization", "bearer   xyz".parse().expect("header"));
-        assert_eq!(bearer(&headers).ok().flatten(), Some("xyz"));
+        assert_eq!(bearer(&headers).ok().flatten(), Some(b"xyz".as_slice()));
         for bad in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer   ", "token"] {
             headers.insert("authorization", bad.parse().expect("header"));
             assert!(

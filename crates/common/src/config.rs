@@ -111,8 +111,7 @@ pub struct ServerArgs {
     /// `grpc-timeout` from the client wins).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     pub request_timeout: Duration,
-    /// Most calls served at once by this process; further calls wait for a slot (bounded by
-    /// the request timeout).
+    /// Most calls served at once by this process; further calls wait for a slot.
     #[arg(long, default_value_t = 1024)]
     pub concurrency_limit: usize,
     /// On SIGTERM/SIGINT, how long health reports NOT_SERVING while new calls are still

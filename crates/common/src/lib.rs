@@ -8,6 +8,7 @@ pub mod client;
 
 pub mod config;
 pub mod db;
+pub mod deadline;
 pub mod error;
 pub mod keyset;
 pub mod metrics;

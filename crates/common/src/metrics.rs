@@ -17,7 +17,7 @@ use std::{
 
 use opentelemetry::{
     KeyValue, global,
-    metrics::{Counter, Gauge, Histogram, Meter, ObservableUpDownCounter},
+    metrics::{BoundHistogram, Counter, Gauge, Histogram, Meter, ObservableUpDownCounter},
 };
 use opentelemetry_sdk::{
     Resource,
@@ -153,29 +153,40 @@ static RPC: LazyLock<RpcInstruments> = LazyLock::new(|| {
     }
 });
 
+/// gRPC status codes: 0 (OK) to 16 (UNAUTHENTICATED).
+const STATUS_CODES: usize = 17;
+
 /// The service and method labels of a call, built once per method (cloning them per call only
-/// bumps reference counts).
+/// bumps a reference count).
 #[derive(Debug, Clone)]
-pub(crate) struct RpcLabels {
+pub(crate) struct RpcLabels(Arc<Labels>);
+
+#[derive(Debug)]
+struct Labels {
     service: KeyValue,
     method: KeyValue,
     active: Arc<AtomicI64>,
+    /// The duration histogram bound to this method's attributes, one per status code, bound
+    /// when the code is first seen: a bound record skips the SDK's per-call hashing of four
+    /// attributes and its map lookup under a lock (about 2,000 instructions a call).
+    durations: [OnceLock<BoundHistogram<f64>>; STATUS_CODES],
 }
 
 impl RpcLabels {
     pub(crate) fn new(service: &str, method: &str) -> Self {
         let (service, method): (Arc<str>, Arc<str>) = (service.into(), method.into());
         let service = KeyValue::new("rpc.service", service);
-        Self {
+        Self(Arc::new(Labels {
             active: active_calls(&service),
             service,
             method: KeyValue::new("rpc.method", method),
-        }
+            durations: std::array::from_fn(|_| OnceLock::new()),
+        }))
     }
 
     /// The `rpc.service` and `rpc.method` attributes, for the call's span.
     pub(crate) fn attributes(&self) -> [KeyValue; 2] {
-        [self.service.clone(), self.method.clone()]
+        [self.0.service.clone(), self.0.method.clone()]
     }
 
     /// The labels of every call to a path the server does not serve, so a client cannot grow
@@ -197,7 +208,7 @@ pub(crate) struct CallMeasure {
 impl CallMeasure {
     pub(crate) fn start(labels: RpcLabels) -> Self {
         LazyLock::force(&RPC);
-        labels.active.fetch_add(1, Ordering::Relaxed);
+        labels.0.active.fetch_add(1, Ordering::Relaxed);
         Self {
             labels: Some(labels),
             started: Instant::now(),
@@ -206,19 +217,28 @@ impl CallMeasure {
 
     /// Records the call with its grpc-status; later calls (and the drop) do nothing.
     pub(crate) fn finish(&mut self, code: i64) {
-        let Some(labels) = self.labels.take() else {
+        let Some(RpcLabels(labels)) = self.labels.take() else {
             return;
         };
         labels.active.fetch_sub(1, Ordering::Relaxed);
-        RPC.duration.record(
-            self.started.elapsed().as_secs_f64(),
-            &[
+        let seconds = self.started.elapsed().as_secs_f64();
+        let attributes = || {
+            [
                 KeyValue::new("rpc.system", "grpc"),
-                labels.service,
-                labels.method,
+                labels.service.clone(),
+                labels.method.clone(),
                 KeyValue::new("rpc.grpc.status_code", code),
-            ],
-        );
+            ]
+        };
+        match usize::try_from(code)
+            .ok()
+            .and_then(|code| labels.durations.get(code))
+        {
+            Some(bound) => bound
+                .get_or_init(|| RPC.duration.bind(&attributes()))
+                .record(seconds),
+            None => RPC.duration.record(seconds, &attributes()),
+        }
     }
 }
 

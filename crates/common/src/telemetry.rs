@@ -73,16 +73,22 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> Telemetry {
     let (meters, metrics_error) = crate::metrics::init(resource.clone());
     let mut provider = SdkTracerProvider::builder().with_resource(resource);
     let mut export_error = None;
+    let mut exporting = false;
     if otlp_requested("TRACES") {
         match opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .build()
         {
-            Ok(exporter) => provider = provider.with_batch_exporter(exporter),
+            Ok(exporter) => {
+                provider = provider.with_batch_exporter(exporter);
+                exporting = true;
+            }
             Err(err) => export_error = Some(err.to_string()),
         }
     }
-    // Without an exporter the provider still mints trace ids, so log lines carry them.
+    // Without an exporter the provider still mints trace ids, so log lines carry them; and
+    // with the default sampler, calls' spans are ids alone (nothing would read the rest).
+    crate::trace::ids_only(!exporting && std::env::var_os("OTEL_TRACES_SAMPLER").is_none());
     let provider = provider.build();
     global::set_tracer_provider(provider.clone());
 

@@ -255,6 +255,9 @@ impl ServerTls {
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                if let Err(err) = crate::serve::KEEPALIVE.apply(&stream) {
+                    tracing::debug!(%remote, error = %err, "TCP keepalive could not be set");
+                }
                 let acceptor = tokio_rustls::TlsAcceptor::from(config.current());
                 let sender = sender.clone();
                 tokio::spawn(async move {

@@ -107,6 +107,7 @@ async fn main() -> ExitCode {
         }));
         let options = ServeOptions {
             service_names: vec![<EchoServiceServer<Echo> as NamedService>::NAME],
+            descriptor_sets: vec![backbone_bench::ECHO_DESCRIPTOR_SET],
             readiness: None,
             server: config.server,
             verifier: Some(verifier),
