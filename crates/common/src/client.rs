@@ -196,7 +196,7 @@ pub fn incoming_deadline(metadata: &tonic::metadata::MetadataMap) -> Option<toki
 }
 
 /// `grpc-timeout`: at most 8 digits and a unit (H, M, S, m, u, n).
-pub(crate) fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;

@@ -107,8 +107,8 @@ pub struct TelemetryArgs {
 /// Server limits and shutdown behaviour.
 #[derive(Debug, Clone, Args)]
 pub struct ServerArgs {
-    /// Longest time one call may run before it fails with DEADLINE_EXCEEDED (a shorter
-    /// `grpc-timeout` from the client wins).
+    /// Longest time one call may run before it fails with DEADLINE_EXCEEDED (a caller's
+    /// shorter `grpc-timeout` ends it sooner).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     pub request_timeout: Duration,
     /// Most calls served at once by this process; further calls wait for a slot.

@@ -1,10 +1,12 @@
-//! Call deadlines: a call that runs longer than the server's `--request-timeout`, or than the
-//! caller's own `grpc-timeout` when that is shorter, is answered DEADLINE_EXCEEDED and its
-//! handler dropped.
+//! The server's deadline: a call that runs longer than `--request-timeout` is answered
+//! DEADLINE_EXCEEDED and its handler dropped.
 //!
 //! The timer is armed only when the call first has to wait: a call answered on its first poll
 //! (a cached read) never touches tokio's timer wheel, which tonic's own `Server::timeout`
 //! registers and removes on every call (and answers CANCELLED rather than DEADLINE_EXCEEDED).
+//! A caller's own `grpc-timeout` is not read here: tonic's server enforces it on every call
+//! whatever it is configured with (answering CANCELLED, by which time the caller has stopped
+//! waiting), and a second timer for the same instant would only lose that race.
 
 use std::{
     future::Future,
@@ -13,15 +15,12 @@ use std::{
     time::Duration,
 };
 
-use http::{HeaderName, Request, Response};
+use http::{Request, Response};
 use tokio::time::Sleep;
 use tonic::{Status, body::Body};
 use tower::{Layer, Service};
 
-/// The header a gRPC client states its deadline in.
-const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
-
-/// Puts a deadline on every call: `timeout`, or the caller's shorter `grpc-timeout`.
+/// Puts a deadline of `timeout` on every call.
 #[derive(Debug, Clone, Copy)]
 pub struct DeadlineLayer {
     timeout: Duration,
@@ -64,15 +63,9 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        // A malformed grpc-timeout is ignored, as tonic does: the server's own limit holds.
-        let asked = request
-            .headers()
-            .get(GRPC_TIMEOUT)
-            .and_then(|value| value.to_str().ok())
-            .and_then(crate::client::parse_grpc_timeout);
         DeadlineFuture {
             inner: self.inner.call(request),
-            timeout: asked.map_or(self.timeout, |asked| asked.min(self.timeout)),
+            timeout: self.timeout,
             timer: None,
         }
     }
@@ -144,61 +137,24 @@ mod tests {
         Some(value.to_owned())
     }
 
-    fn request(grpc_timeout: Option<&str>) -> Request<()> {
-        let mut request = Request::new(());
-        if let Some(value) = grpc_timeout {
-            request
-                .headers_mut()
-                .insert("grpc-timeout", value.parse().expect("header value"));
-        }
-        request
-    }
-
     #[tokio::test]
     async fn a_call_past_the_server_limit_is_deadline_exceeded() {
         let service =
             DeadlineLayer::new(Duration::from_millis(50)).layer(slow(Duration::from_secs(30)));
         let started = std::time::Instant::now();
-        let response = service.oneshot(request(None)).await.expect("answer");
+        let response = service.oneshot(Request::new(())).await.expect("answer");
         assert_eq!(code(&response).as_deref(), Some("4"), "DEADLINE_EXCEEDED");
         assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[tokio::test]
-    async fn a_shorter_client_deadline_wins_and_a_longer_one_does_not() {
-        let layer = DeadlineLayer::new(Duration::from_secs(30));
-        let started = std::time::Instant::now();
-        let response = layer
-            .layer(slow(Duration::from_secs(30)))
-            .oneshot(request(Some("40m")))
-            .await
-            .expect("answer");
-        assert_eq!(code(&response).as_deref(), Some("4"));
-        assert!(started.elapsed() < Duration::from_secs(5));
-
-        let capped = DeadlineLayer::new(Duration::from_millis(50));
-        let response = capped
-            .layer(slow(Duration::from_secs(30)))
-            .oneshot(request(Some("1H")))
-            .await
-            .expect("answer");
-        assert_eq!(
-            code(&response).as_deref(),
-            Some("4"),
-            "the server's limit holds"
-        );
-    }
-
-    #[tokio::test]
-    async fn calls_within_their_deadline_are_answered_and_malformed_deadlines_ignored() {
+    async fn calls_within_their_deadline_are_answered() {
         let layer = DeadlineLayer::new(Duration::from_secs(5));
-        for header in [None, Some("2S"), Some("soon"), Some("123456789S")] {
-            let response = layer
-                .layer(slow(Duration::from_millis(20)))
-                .oneshot(request(header))
-                .await
-                .expect("answer");
-            assert_eq!(code(&response).as_deref(), Some("0"), "{header:?}");
-        }
+        let response = layer
+            .layer(slow(Duration::from_millis(20)))
+            .oneshot(Request::new(()))
+            .await
+            .expect("answer");
+        assert_eq!(code(&response).as_deref(), Some("0"));
     }
 }

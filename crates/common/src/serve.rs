@@ -139,9 +139,8 @@ pub async fn serve(
                 .iter()
                 .map(|(service, method)| (service.as_str(), method.as_str())),
         ))
-        // The call's deadline (the server's limit, or the caller's shorter grpc-timeout) covers
-        // token verification and the handler, and the trace layer records its
-        // DEADLINE_EXCEEDED.
+        // The server's deadline covers token verification and the handler, and the trace layer
+        // records its DEADLINE_EXCEEDED. (tonic itself enforces a caller's grpc-timeout.)
         .layer(DeadlineLayer::new(args.request_timeout))
         // Before the limit: a call that cannot be served must not wait for a slot first.
         .layer(gate)

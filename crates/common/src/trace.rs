@@ -484,6 +484,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn id_only_spans_continue_the_callers_trace_or_start_a_sampled_one() {
+        use opentelemetry::trace::{SpanId, TraceId};
+        let root = span_context_only(&opentelemetry::Context::new());
+        assert!(root.is_valid());
+        assert!(root.is_sampled(), "the default sampler records new traces");
+
+        for flags in [TraceFlags::SAMPLED, TraceFlags::default()] {
+            let caller = SpanContext::new(
+                TraceId::from(0x0af7_6519_16cd_43dd_8448_eb21_1c80_319c),
+                SpanId::from(0xb7ad_6b71_6920_3331),
+                flags,
+                true,
+                TraceState::from_key_value([("vendor", "value")]).expect("trace state"),
+            );
+            let parent = opentelemetry::Context::new().with_remote_span_context(caller.clone());
+            let child = span_context_only(&parent);
+            assert_eq!(child.trace_id(), caller.trace_id());
+            assert_ne!(child.span_id(), caller.span_id());
+            assert_eq!(child.trace_flags(), flags, "the caller's sampling decision");
+            assert_eq!(child.trace_state(), caller.trace_state());
+            assert!(!child.is_remote());
+        }
+    }
+
+    #[test]
     fn paths_call_their_service_only() {
         let services = ["backbone.catalog.v1.CatalogService"];
         assert!(calls_any(
