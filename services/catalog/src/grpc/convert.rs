@@ -55,19 +55,25 @@ pub fn fields(product: pb::Product, status: Option<ProductStatus>) -> ProductFie
 }
 
 /// The API form of a product.
-pub fn product(product: Product) -> pb::Product {
-    let etag = product.etag();
+///
+/// By reference: reads answer from products shared with the cache, so each field is copied
+/// once, into the answer, and not first into a copy of the whole product.
+pub fn product(product: &Product) -> pb::Product {
     pb::Product {
-        id: product.id,
-        sku: product.sku,
-        title: product.title,
-        description: product.description,
+        id: product.id.clone(),
+        sku: product.sku.clone(),
+        title: product.title.clone(),
+        description: product.description.clone(),
         price: Some(product.price.to_api()),
-        category_ids: product.category_ids,
-        attributes: product.attributes.into_iter().collect(),
-        image_urls: product.image_urls,
+        category_ids: product.category_ids.clone(),
+        attributes: product
+            .attributes
+            .iter()
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect(),
+        image_urls: product.image_urls.clone(),
         status: status(product.status) as i32,
-        etag,
+        etag: product.etag(),
         create_time: Some(timestamp(product.created_at)),
         update_time: Some(timestamp(product.updated_at)),
     }

@@ -85,7 +85,7 @@ impl CatalogService for CatalogApi {
             .create_product(convert::fields(product, status))
             .await?;
         ok(pb::CreateProductResponse {
-            product: Some(convert::product(created)),
+            product: Some(convert::product(&created)),
         })
     }
 
@@ -99,7 +99,7 @@ impl CatalogService for CatalogApi {
             .product(&caller, &request.into_inner().product_id)
             .await?;
         ok(pb::GetProductResponse {
-            product: Some(convert::product(product)),
+            product: Some(convert::product(&product)),
         })
     }
 
@@ -113,7 +113,7 @@ impl CatalogService for CatalogApi {
             .batch_products(&caller, &request.into_inner().product_ids)
             .await?;
         ok(pb::BatchGetProductsResponse {
-            products: products.into_iter().map(convert::product).collect(),
+            products: products.iter().map(|p| convert::product(p)).collect(),
             missing_product_ids: missing,
         })
     }
@@ -137,7 +137,7 @@ impl CatalogService for CatalogApi {
         };
         let (products, next) = self.catalog.list_products(&caller, &list).await?;
         ok(pb::ListProductsResponse {
-            products: products.into_iter().map(convert::product).collect(),
+            products: products.iter().map(convert::product).collect(),
             next_page_token: next,
         })
     }
@@ -159,7 +159,7 @@ impl CatalogService for CatalogApi {
             .update_product(&id, convert::fields(product, status), &paths, &etag)
             .await?;
         ok(pb::UpdateProductResponse {
-            product: Some(convert::product(updated)),
+            product: Some(convert::product(&updated)),
         })
     }
 
@@ -171,7 +171,7 @@ impl CatalogService for CatalogApi {
         let r = request.into_inner();
         let product = self.catalog.archive_product(&r.product_id, &r.etag).await?;
         ok(pb::ArchiveProductResponse {
-            product: Some(convert::product(product)),
+            product: Some(convert::product(&product)),
         })
     }
 

@@ -154,13 +154,18 @@ impl Catalog {
         Ok(product)
     }
 
+    /// Product `id` if the cache holds it.
+    fn cached(&self, id: &str) -> Option<Arc<Product>> {
+        self.inner.products.as_ref()?.get(id)
+    }
+
     /// Products by id from the cache or the database, any status.
     pub(super) async fn load(&self, ids: &[String]) -> Result<Vec<Arc<Product>>, CatalogError> {
         let cache = self.inner.products.as_ref();
         let mut found: Vec<Arc<Product>> = Vec::with_capacity(ids.len());
         let mut missing: Vec<String> = Vec::new();
         for id in ids {
-            match cache.and_then(|cache| cache.get(id)) {
+            match self.cached(id) {
                 Some(product) => found.push(product),
                 None => missing.push(id.clone()),
             }
@@ -178,16 +183,17 @@ impl Catalog {
         Ok(found)
     }
 
-    /// One product the caller may see.
-    pub async fn product(&self, caller: &Caller, id: &str) -> Result<Product, CatalogError> {
+    /// One product the caller may see (shared with the cache: read it, do not change it).
+    pub async fn product(&self, caller: &Caller, id: &str) -> Result<Arc<Product>, CatalogError> {
         if id.is_empty() {
             return Err(CatalogError::field("product_id", "is required"));
         }
-        self.load(&[id.to_owned()])
-            .await?
-            .into_iter()
-            .find(|p| caller.sees_all() || p.status == ProductStatus::Active)
-            .map(|p| (*p).clone())
+        let product = match self.cached(id) {
+            Some(product) => Some(product),
+            None => self.load(&[id.to_owned()]).await?.pop(),
+        };
+        product
+            .filter(|p| caller.sees_all() || p.status == ProductStatus::Active)
             .ok_or(CatalogError::NotFound { what: "product" })
     }
 
@@ -196,7 +202,7 @@ impl Catalog {
         &self,
         caller: &Caller,
         ids: &[String],
-    ) -> Result<(Vec<Product>, Vec<String>), CatalogError> {
+    ) -> Result<(Vec<Arc<Product>>, Vec<String>), CatalogError> {
         let ids = check_ids(ids, "product_ids")?;
         let loaded = self.load(&ids).await?;
         let mut products = Vec::new();
@@ -206,7 +212,7 @@ impl Catalog {
                 .iter()
                 .find(|p| p.id == id && (caller.sees_all() || p.status == ProductStatus::Active))
             {
-                Some(product) => products.push((**product).clone()),
+                Some(product) => products.push(product.clone()),
                 None => missing.push(id),
             }
         }
