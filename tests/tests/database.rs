@@ -19,12 +19,30 @@ use diesel_async::{RunQueryDsl as _, SimpleAsyncConnection as _};
 
 /// The catalog's database on `db`, migrated, and a connection to it.
 async fn migrated_catalog(db: &TestDb) -> (Database, DbConn) {
+    migrated(db, backbone_catalog::MIGRATIONS).await
+}
+
+/// Billing's events by id: (id, sequence).
+async fn numbered_events(conn: &mut DbConn) -> Vec<(String, Option<i64>)> {
+    use backbone_billing::db::schema::events::dsl as e;
+    db_run!(conn, |c| {
+        e::events
+            .order(e::id)
+            .select((e::id, e::sequence))
+            .load::<(String, Option<i64>)>(c)
+            .await
+    })
+    .expect("select")
+}
+
+/// A service's database on `db`, migrated, and a connection to it.
+async fn migrated(db: &TestDb, migrations: backbone_common::db::Migrations) -> (Database, DbConn) {
     let args = DatabaseArgs {
         db_pool_size: 4,
         db_timeout: Duration::from_secs(5),
         db_read_connections: 2,
     };
-    let database = Database::new(&db.url, &args, backbone_catalog::MIGRATIONS).expect("database");
+    let database = Database::new(&db.url, &args, migrations).expect("database");
     database.migrate().await.expect("migrate");
     // `conn()` waits for readiness, which the monitor sets; here we migrated by hand.
     tokio::spawn(database.clone().monitor());
@@ -142,5 +160,60 @@ on_both_backends! {
                 ("prod-2".to_owned(), vec![]),
             ]
         );
+    }
+}
+
+on_both_backends! {
+    async fn billing_events_keep_their_numbers_and_new_ones_are_numbered_after_commit(backend: Backend) {
+        let db = TestDb::new(backend).await;
+        let (_database, mut conn) = migrated(&db, backbone_billing::MIGRATIONS).await;
+        // Events as a database of the release before event numbering holds them: numbered as
+        // they were written, the counter at the last number.
+        let (down, up) = match backend {
+            Backend::Postgres => (
+                include_str!("../../services/billing/migrations/postgres/2026-11-21-000200_event_numbering/down.sql"),
+                include_str!("../../services/billing/migrations/postgres/2026-11-21-000200_event_numbering/up.sql"),
+            ),
+            Backend::Sqlite => (
+                include_str!("../../services/billing/migrations/sqlite/2026-11-21-000200_event_numbering/down.sql"),
+                include_str!("../../services/billing/migrations/sqlite/2026-11-21-000200_event_numbering/up.sql"),
+            ),
+        };
+        let rows = "INSERT INTO events (sequence, id, event_type, subject_id, payload, trace_id, created_at) VALUES \
+                (1, 'ev-b', 'order.created', 'o-1', '{}', '', '2026-01-01 00:00:00'), \
+                (2, 'ev-a', 'order.paid', 'o-1', '{}', '', '2026-01-01 00:00:01'); \
+            UPDATE counters SET value = 2 WHERE name = 'event';";
+        db_run!(&mut conn, |c| c.batch_execute(down).await).expect("down");
+        db_run!(&mut conn, |c| c.batch_execute(rows).await).expect("rows");
+        db_run!(&mut conn, |c| c.batch_execute(up).await).expect("up");
+
+        use backbone_billing::db::feed;
+        let some = |id: &str, n: Option<i64>| (id.to_owned(), n);
+        assert_eq!(numbered_events(&mut conn).await, [some("ev-a", Some(2)), some("ev-b", Some(1))]);
+        assert!(!feed::unnumbered(&mut conn).await.expect("look"));
+
+        // Appended without a number, as a unit of work does; numbered oldest id first, after
+        // the last number, and only once.
+        let appended = "INSERT INTO events (id, event_type, subject_id, payload, trace_id, created_at) VALUES \
+            ('ev-d', 'order.paid', 'o-2', '{}', '', '2026-01-01 00:00:03'), \
+            ('ev-c', 'order.created', 'o-2', '{}', '', '2026-01-01 00:00:02');";
+        db_run!(&mut conn, |c| c.batch_execute(appended).await).expect("append");
+        assert!(feed::unnumbered(&mut conn).await.expect("look"));
+        assert_eq!(feed::number(&mut conn, 1).await.expect("number one"), 1);
+        assert_eq!(feed::number_all(&mut conn).await.expect("number the rest"), 1);
+        assert_eq!(feed::number_all(&mut conn).await.expect("nothing left"), 0);
+        assert_eq!(
+            numbered_events(&mut conn).await,
+            [some("ev-a", Some(2)), some("ev-b", Some(1)), some("ev-c", Some(3)), some("ev-d", Some(4))]
+        );
+
+        // Down again: every event keeps its number, and the counter follows.
+        db_run!(&mut conn, |c| c.batch_execute("INSERT INTO events (id, event_type, subject_id, payload, trace_id, created_at) VALUES ('ev-e', 'order.created', 'o-3', '{}', '', '2026-01-01 00:00:04')").await).expect("append");
+        db_run!(&mut conn, |c| c.batch_execute(down).await).expect("down again");
+        let counter: i64 = {
+            use backbone_billing::db::schema::counters::dsl as k;
+            db_run!(&mut conn, |c| k::counters.find("event").select(k::value).first(c).await).expect("counter")
+        };
+        assert_eq!(counter, 5);
     }
 }

@@ -3,6 +3,7 @@
 //! so the same text runs on whichever connection (or transaction) is live.
 
 pub mod carts;
+pub mod feed;
 pub mod keys;
 pub mod models;
 pub mod plan;

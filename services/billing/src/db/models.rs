@@ -154,11 +154,24 @@ pub struct LedgerEntryRow {
     pub created_at: NaiveDateTime,
 }
 
-/// An `events` row.
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+/// A numbered `events` row (only numbered events are read).
+#[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = events)]
 pub struct EventRow {
+    #[diesel(select_expression = events::sequence.assume_not_null())]
     pub sequence: i64,
+    pub id: String,
+    pub event_type: String,
+    pub subject_id: String,
+    pub payload: String,
+    pub trace_id: String,
+    pub created_at: NaiveDateTime,
+}
+
+/// An event as appended, before the numberer gives it a sequence.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = events)]
+pub struct NewEvent {
     pub id: String,
     pub event_type: String,
     pub subject_id: String,

@@ -1,7 +1,8 @@
 //! One unit of work of the checkout saga, refunds and cancellations, applied in one transaction:
 //! a guarded state change of the order (a conditional update that must match, so two workers or
 //! a worker and a request can never both move an order), the rows it creates or changes, its
-//! ledger entries, and the events describing every changed subject, appended last.
+//! ledger entries, and the events describing every changed subject, appended last without a
+//! sequence (the feed's [numberer](super::feed) gives them one after they commit).
 
 use backbone_common::{
     db::{DbConn, DbError},
@@ -15,11 +16,11 @@ use diesel::{
 use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
 
 use super::{
-    TxError, invoice_record,
+    TxError,
     models::{
-        CreditNoteRow, InvoiceRow, LedgerEntryRow, OrderLineRow, OrderRow, PaymentRow, RefundRow,
+        CreditNoteRow, InvoiceRecord, InvoiceRow, LedgerEntryRow, NewEvent, OrderLineRow,
+        OrderRecord, OrderRow, PaymentRow, RefundRow,
     },
-    order_record,
     schema::{
         cart_lines, carts, counters, credit_notes, events, idempotency_keys, invoices,
         ledger_entries, order_lines, orders, payments, refunds,
@@ -91,6 +92,15 @@ pub enum Subject {
     Invoice(String),
     /// A credit note.
     CreditNote(String),
+}
+
+impl Subject {
+    /// The subject's id.
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Order(id) | Self::Payment(id) | Self::Invoice(id) | Self::CreditNote(id) => id,
+        }
+    }
 }
 
 /// A new order, its lines, and the (caller, key) of the Checkout that creates it.
@@ -193,11 +203,115 @@ macro_rules! take_numbers {
     }};
 }
 
-/// Applies `plan` in one transaction.
-pub async fn apply(conn: &mut DbConn, plan: &Plan) -> Result<(), PlanError> {
+/// Rows a plan appends in bulk: one statement on PostgreSQL; one per row on SQLite, where
+/// diesel-async sends no multi-row insert (and its one writer holds no lock for others to wait on).
+trait InsertRows {
+    fn insert_events(
+        &mut self,
+        rows: &[NewEvent],
+    ) -> impl Future<Output = diesel::QueryResult<()>> + Send;
+    fn insert_ledger(
+        &mut self,
+        rows: &[LedgerEntryRow],
+    ) -> impl Future<Output = diesel::QueryResult<()>> + Send;
+}
+
+impl InsertRows for backbone_common::db::PgConn {
+    async fn insert_events(&mut self, rows: &[NewEvent]) -> diesel::QueryResult<()> {
+        if !rows.is_empty() {
+            diesel::insert_into(events::table)
+                .values(rows)
+                .execute(self)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_ledger(&mut self, rows: &[LedgerEntryRow]) -> diesel::QueryResult<()> {
+        if !rows.is_empty() {
+            diesel::insert_into(ledger_entries::table)
+                .values(rows)
+                .execute(self)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+impl InsertRows for backbone_common::db::SqliteConn {
+    async fn insert_events(&mut self, rows: &[NewEvent]) -> diesel::QueryResult<()> {
+        for row in rows {
+            diesel::insert_into(events::table)
+                .values(row)
+                .execute(self)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_ledger(&mut self, rows: &[LedgerEntryRow]) -> diesel::QueryResult<()> {
+        for row in rows {
+            diesel::insert_into(ledger_entries::table)
+                .values(row)
+                .execute(self)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The subjects of a plan's events as the transaction left them.
+#[derive(Debug, Clone, Default)]
+pub struct Applied {
+    /// The order with its lines.
+    pub order: Option<OrderRecord>,
+    /// The invoice with its lines and credit notes.
+    pub invoice: Option<InvoiceRecord>,
+    /// The payment.
+    pub payment: Option<PaymentRow>,
+}
+
+/// Rows the transaction wrote or changed (as they are after it), so most event payloads are
+/// built without reading them back.
+#[derive(Default)]
+struct Seen {
+    order: Option<OrderRow>,
+    /// An order's lines: (order id, lines by position).
+    lines: Option<(String, Vec<OrderLineRow>)>,
+    invoice: Option<InvoiceRow>,
+    payment: Option<PaymentRow>,
+}
+
+/// The lines of `order_id`, from `seen` or read (and kept there).
+macro_rules! lines_of {
+    ($tx:expr, $seen:expr, $order_id:expr) => {
+        async {
+            let order_id: &str = $order_id;
+            if let Some((id, lines)) = &$seen.lines
+                && id == order_id
+            {
+                return Ok::<_, diesel::result::Error>(lines.clone());
+            }
+            let lines: Vec<OrderLineRow> = order_lines::table
+                .filter(order_lines::order_id.eq(order_id))
+                .order(order_lines::position)
+                .select(OrderLineRow::as_select())
+                .load(&mut *$tx)
+                .await?;
+            $seen.lines = Some((order_id.to_owned(), lines.clone()));
+            Ok(lines)
+        }
+    };
+}
+
+/// Applies `plan` in one transaction: the writes, then the event payloads, then (holding the
+/// invoice counter's row lock for as short as possible) the new invoice's number, and the events.
+pub async fn apply(conn: &mut DbConn, plan: &Plan) -> Result<Applied, PlanError> {
     let now = plan.now.unwrap_or_else(domain::now);
     let result = db_run!(conn, |c| {
         c.transaction(async |tx| {
+            let mut seen = Seen::default();
+            let mut applied = Applied::default();
             // Writes come first, so the transaction holds the write lock from its first statement.
             if let Some(NewOrder { order, lines, key }) = &plan.new_order {
                 diesel::insert_into(orders::table)
@@ -216,6 +330,8 @@ pub async fn apply(conn: &mut DbConn, plan: &Plan) -> Result<(), PlanError> {
                         .execute(tx)
                         .await?;
                 }
+                seen.order = Some(order.clone());
+                seen.lines = Some((order.id.clone(), lines.clone()));
             }
             if let Some(change) = &plan.order {
                 let mut target = diesel::update(orders::table)
@@ -226,7 +342,7 @@ pub async fn apply(conn: &mut DbConn, plan: &Plan) -> Result<(), PlanError> {
                 }
                 // One statement: the CHECKs see the row whole (a paid order with its stock
                 // committed), and the guard and the change cannot be split.
-                let moved = target
+                let moved: Option<OrderRow> = target
                     .set((
                         OrderSet {
                             status: change.status,
@@ -239,14 +355,17 @@ pub async fn apply(conn: &mut DbConn, plan: &Plan) -> Result<(), PlanError> {
                         },
                         orders::refunded_minor.eq(orders::refunded_minor + change.refunded_add),
                     ))
-                    .execute(tx)
-                    .await?;
-                if moved == 0 {
-                    return Err(TxError::Abort(()));
+                    .returning(OrderRow::as_returning())
+                    .get_result(tx)
+                    .await
+                    .optional()?;
+                match moved {
+                    Some(order) => seen.order = Some(order),
+                    None => return Err(TxError::Abort(())),
                 }
             }
             if let Some(change) = &plan.payment {
-                let moved = diesel::update(payments::table)
+                let moved: Option<PaymentRow> = diesel::update(payments::table)
                     .filter(payments::id.eq(&change.id))
                     .filter(payments::status.eq(change.from))
                     .set((
@@ -258,10 +377,13 @@ pub async fn apply(conn: &mut DbConn, plan: &Plan) -> Result<(), PlanError> {
                         },
                         payments::refunded_minor.eq(payments::refunded_minor + change.refunded_add),
                     ))
-                    .execute(tx)
-                    .await?;
-                if moved == 0 {
-                    return Err(TxError::Abort(()));
+                    .returning(PaymentRow::as_returning())
+                    .get_result(tx)
+                    .await
+                    .optional()?;
+                match moved {
+                    Some(payment) => seen.payment = Some(payment),
+                    None => return Err(TxError::Abort(())),
                 }
             }
             if let Some(refund) = &plan.new_refund {
@@ -285,23 +407,15 @@ pub async fn apply(conn: &mut DbConn, plan: &Plan) -> Result<(), PlanError> {
                     return Err(TxError::Abort(()));
                 }
             }
-            if let Some(invoice) = &plan.new_invoice {
-                let n = take_numbers!(tx, "invoice", 1_i64);
-                let mut row = invoice.clone();
-                row.number = domain::document_number("INV", n);
-                diesel::insert_into(invoices::table)
-                    .values(&row)
-                    .execute(tx)
-                    .await?;
-            }
             if let Some(payment) = &plan.new_payment {
                 diesel::insert_into(payments::table)
                     .values(payment)
                     .execute(tx)
                     .await?;
+                seen.payment = Some(payment.clone());
             }
             if let Some(change) = &plan.invoice {
-                diesel::update(invoices::table.find(&change.id))
+                let changed: Option<InvoiceRow> = diesel::update(invoices::table.find(&change.id))
                     .set((
                         InvoiceSet {
                             status: change.status,
@@ -310,8 +424,11 @@ pub async fn apply(conn: &mut DbConn, plan: &Plan) -> Result<(), PlanError> {
                         },
                         invoices::refunded_minor.eq(invoices::refunded_minor + change.refunded_add),
                     ))
-                    .execute(tx)
-                    .await?;
+                    .returning(InvoiceRow::as_returning())
+                    .get_result(tx)
+                    .await
+                    .optional()?;
+                seen.invoice = changed;
             }
             if let Some(note) = &plan.new_credit_note {
                 let n = take_numbers!(tx, "credit_note", 1_i64);
@@ -322,12 +439,7 @@ pub async fn apply(conn: &mut DbConn, plan: &Plan) -> Result<(), PlanError> {
                     .execute(tx)
                     .await?;
             }
-            for entry in &plan.ledger {
-                diesel::insert_into(ledger_entries::table)
-                    .values(entry)
-                    .execute(tx)
-                    .await?;
-            }
+            tx.insert_ledger(&plan.ledger).await?;
             if let Some((customer, bought)) = &plan.clear_cart {
                 for (product, quantity) in bought {
                     let line = cart_lines::table
@@ -346,79 +458,149 @@ pub async fn apply(conn: &mut DbConn, plan: &Plan) -> Result<(), PlanError> {
                     .execute(tx)
                     .await?;
             }
-            // Events last: their payloads show the state after every change above, and the
-            // counter row lock is held only for the end of the transaction.
-            if !plan.events.is_empty() {
-                let mut payloads = Vec::with_capacity(plan.events.len());
-                for (kind, subject) in &plan.events {
-                    let (id, payload) = match subject {
-                        Subject::Order(id) => (
-                            id,
-                            order_record!(tx, id)
-                                .await?
-                                .map(|r| present::json(&present::order(&r))),
-                        ),
-                        Subject::Invoice(id) => (
-                            id,
-                            invoice_record!(tx, id)
-                                .await?
-                                .map(|r| present::json(&present::invoice(&r))),
-                        ),
-                        Subject::Payment(id) => {
-                            let row: Option<PaymentRow> = payments::table
+            // Event payloads show every subject after the changes above: from the rows just
+            // written or returned, else read. A new invoice's is made once it has its number.
+            let mut payloads: Vec<Option<String>> = Vec::with_capacity(plan.events.len());
+            for (_, subject) in &plan.events {
+                let payload = match subject {
+                    Subject::Order(id) => {
+                        let order = match seen.order.as_ref().filter(|o| &o.id == id) {
+                            Some(order) => Some(order.clone()),
+                            None => orders::table
+                                .find(id)
+                                .select(OrderRow::as_select())
+                                .first(tx)
+                                .await
+                                .optional()?,
+                        };
+                        match order {
+                            Some(order) => {
+                                let lines = lines_of!(tx, seen, &order.id).await?;
+                                let record = OrderRecord { order, lines };
+                                let payload = present::json(&present::order(&record));
+                                applied.order = Some(record);
+                                Some(payload)
+                            }
+                            None => Some("{}".to_owned()),
+                        }
+                    }
+                    Subject::Invoice(id)
+                        if plan.new_invoice.as_ref().is_some_and(|i| &i.id == id) =>
+                    {
+                        None
+                    }
+                    Subject::Invoice(id) => {
+                        let invoice = match seen.invoice.as_ref().filter(|i| &i.id == id) {
+                            Some(invoice) => Some(invoice.clone()),
+                            None => invoices::table
+                                .find(id)
+                                .select(InvoiceRow::as_select())
+                                .first(tx)
+                                .await
+                                .optional()?,
+                        };
+                        match invoice {
+                            Some(invoice) => {
+                                let lines = lines_of!(tx, seen, &invoice.order_id).await?;
+                                // Credit notes come with refunds only, and every refund adds
+                                // to the invoice's refunded amount.
+                                let credit_notes = if invoice.refunded_minor == 0 {
+                                    Vec::new()
+                                } else {
+                                    credit_notes::table
+                                        .filter(credit_notes::invoice_id.eq(&invoice.id))
+                                        .order(credit_notes::id)
+                                        .select(CreditNoteRow::as_select())
+                                        .load(tx)
+                                        .await?
+                                };
+                                let record = InvoiceRecord {
+                                    invoice,
+                                    lines,
+                                    credit_notes,
+                                };
+                                let payload = present::json(&present::invoice(&record));
+                                applied.invoice = Some(record);
+                                Some(payload)
+                            }
+                            None => Some("{}".to_owned()),
+                        }
+                    }
+                    Subject::Payment(id) => {
+                        let payment = match seen.payment.as_ref().filter(|p| &p.id == id) {
+                            Some(payment) => Some(payment.clone()),
+                            None => payments::table
                                 .find(id)
                                 .select(PaymentRow::as_select())
                                 .first(tx)
                                 .await
-                                .optional()?;
-                            (id, row.map(|r| present::json(&present::payment(&r))))
-                        }
-                        Subject::CreditNote(id) => {
-                            let row: Option<CreditNoteRow> = credit_notes::table
-                                .find(id)
-                                .select(CreditNoteRow::as_select())
-                                .first(tx)
-                                .await
-                                .optional()?;
-                            (id, row.map(|r| present::json(&present::credit_note(&r))))
-                        }
-                    };
-                    payloads.push((
-                        *kind,
-                        id.clone(),
-                        payload.unwrap_or_else(|| "{}".to_owned()),
-                    ));
-                }
-                let count = i64::try_from(payloads.len()).unwrap_or(i64::MAX);
-                let first = take_numbers!(tx, "event", count);
-                let rows: Vec<super::models::EventRow> = payloads
-                    .into_iter()
-                    .zip(first..)
-                    .map(
-                        |((kind, subject_id, payload), sequence)| super::models::EventRow {
-                            sequence,
-                            id: domain::new_id(),
-                            event_type: kind.to_owned(),
-                            subject_id,
-                            payload,
-                            trace_id: plan.trace_id.clone(),
-                            created_at: now,
-                        },
-                    )
-                    .collect();
-                for row in &rows {
-                    diesel::insert_into(events::table)
-                        .values(row)
-                        .execute(tx)
-                        .await?;
+                                .optional()?,
+                        };
+                        let payload = payment.as_ref().map_or_else(
+                            || "{}".to_owned(),
+                            |r| present::json(&present::payment(r)),
+                        );
+                        applied.payment = payment;
+                        Some(payload)
+                    }
+                    Subject::CreditNote(id) => {
+                        let row: Option<CreditNoteRow> = credit_notes::table
+                            .find(id)
+                            .select(CreditNoteRow::as_select())
+                            .first(tx)
+                            .await
+                            .optional()?;
+                        Some(row.map_or_else(
+                            || "{}".to_owned(),
+                            |r| present::json(&present::credit_note(&r)),
+                        ))
+                    }
+                };
+                payloads.push(payload);
+            }
+            // Invoice numbers have no gaps: the counter row stays locked until this transaction
+            // ends, so it is taken last, with only the invoice and the events written after it.
+            if let Some(invoice) = &plan.new_invoice {
+                let lines = lines_of!(tx, seen, &invoice.order_id).await?;
+                let n = take_numbers!(tx, "invoice", 1_i64);
+                let mut row = invoice.clone();
+                row.number = domain::document_number("INV", n);
+                diesel::insert_into(invoices::table)
+                    .values(&row)
+                    .execute(tx)
+                    .await?;
+                let record = InvoiceRecord {
+                    invoice: row,
+                    lines,
+                    credit_notes: Vec::new(),
+                };
+                let payload = present::json(&present::invoice(&record));
+                applied.invoice = Some(record);
+                for slot in payloads.iter_mut().filter(|p| p.is_none()) {
+                    *slot = Some(payload.clone());
                 }
             }
-            Ok(())
+            // Unnumbered: the feed's numberer gives them their sequence once committed.
+            let rows: Vec<NewEvent> = plan
+                .events
+                .iter()
+                .zip(payloads)
+                .map(|((kind, subject), payload)| NewEvent {
+                    id: domain::new_id(),
+                    event_type: (*kind).to_owned(),
+                    subject_id: subject.id().to_owned(),
+                    payload: payload.unwrap_or_else(|| "{}".to_owned()),
+                    trace_id: plan.trace_id.clone(),
+                    created_at: now,
+                })
+                .collect();
+            tx.insert_events(&rows).await?;
+            Ok(applied)
         })
         .await
     });
     match result {
-        Ok(()) => Ok(()),
+        Ok(applied) => Ok(applied),
         Err(TxError::Abort(())) => Err(PlanError::Conflict),
         Err(TxError::Diesel(err)) => Err(PlanError::Db(err.into())),
     }

@@ -38,6 +38,18 @@ pub async fn invoice(conn: &mut DbConn, id: &str) -> Result<Option<InvoiceRecord
     Ok(db_run!(conn, |c| invoice_record!(c, id).await)?)
 }
 
+/// An invoice's number alone.
+pub async fn invoice_number(conn: &mut DbConn, id: &str) -> Result<Option<String>, DbError> {
+    Ok(db_run!(conn, |c| {
+        invoices::table
+            .find(id)
+            .select(invoices::number)
+            .first(c)
+            .await
+            .optional()
+    })?)
+}
+
 /// One payment.
 pub async fn payment(conn: &mut DbConn, id: &str) -> Result<Option<PaymentRow>, DbError> {
     Ok(db_run!(conn, |c| {

@@ -153,8 +153,8 @@ diesel::table! {
 }
 
 diesel::table! {
-    events (sequence) {
-        sequence -> BigInt,
+    events (id) {
+        sequence -> Nullable<BigInt>,
         id -> Text,
         event_type -> Text,
         subject_id -> Text,

@@ -21,7 +21,8 @@ use crate::{
         carts,
         models::{InvoiceRow, LedgerEntryRow, OrderLineRow, OrderRecord, OrderRow, PaymentRow},
         plan::{
-            self, InvoiceChange, NewOrder, OrderChange, PaymentChange, Plan, PlanError, Subject,
+            self, Applied, InvoiceChange, NewOrder, OrderChange, PaymentChange, Plan, PlanError,
+            Subject,
         },
         reads,
     },
@@ -292,51 +293,52 @@ impl Billing {
         let invoice_id = domain::new_id();
         let payment_id = domain::new_id();
         let now = domain::now();
-        self.apply(Plan {
-            order: Some(OrderChange {
-                order_id: order_id.clone(),
-                from: vec![OrderStatus::Pending.as_str()],
-                status: Some(OrderStatus::PaymentPending.as_str()),
-                stock_state: Some(StockState::Held.as_str()),
-                invoice_id: Some(invoice_id.clone()),
-                payment_id: Some(payment_id.clone()),
-                ..Default::default()
-            }),
-            new_invoice: Some(InvoiceRow {
-                id: invoice_id.clone(),
-                number: String::new(),
-                order_id: order_id.clone(),
-                customer_id: customer.to_owned(),
-                status: InvoiceStatus::Open.as_str().into(),
-                currency_code: currency.clone(),
-                total_minor: total,
-                paid_minor: 0,
-                refunded_minor: 0,
-                created_at: now,
-                updated_at: now,
-            }),
-            new_payment: Some(PaymentRow {
-                id: payment_id.clone(),
-                order_id: order_id.clone(),
-                status: PaymentStatus::Pending.as_str().into(),
-                currency_code: currency.clone(),
-                amount_minor: total,
-                refunded_minor: 0,
-                gateway: self.inner.gateway.name().into(),
-                gateway_payment_id: String::new(),
-                method_token: request.method_token.clone(),
-                failure_reason: String::new(),
-                created_at: now,
-                updated_at: now,
-            }),
-            events: vec![
-                ("invoice.created", Subject::Invoice(invoice_id)),
-                ("payment.created", Subject::Payment(payment_id.clone())),
-                ("order.payment_pending", Subject::Order(order_id.clone())),
-            ],
-            ..self.plan()
-        })
-        .await?;
+        let pending = self
+            .apply_seen(Plan {
+                order: Some(OrderChange {
+                    order_id: order_id.clone(),
+                    from: vec![OrderStatus::Pending.as_str()],
+                    status: Some(OrderStatus::PaymentPending.as_str()),
+                    stock_state: Some(StockState::Held.as_str()),
+                    invoice_id: Some(invoice_id.clone()),
+                    payment_id: Some(payment_id.clone()),
+                    ..Default::default()
+                }),
+                new_invoice: Some(InvoiceRow {
+                    id: invoice_id.clone(),
+                    number: String::new(),
+                    order_id: order_id.clone(),
+                    customer_id: customer.to_owned(),
+                    status: InvoiceStatus::Open.as_str().into(),
+                    currency_code: currency.clone(),
+                    total_minor: total,
+                    paid_minor: 0,
+                    refunded_minor: 0,
+                    created_at: now,
+                    updated_at: now,
+                }),
+                new_payment: Some(PaymentRow {
+                    id: payment_id.clone(),
+                    order_id: order_id.clone(),
+                    status: PaymentStatus::Pending.as_str().into(),
+                    currency_code: currency.clone(),
+                    amount_minor: total,
+                    refunded_minor: 0,
+                    gateway: self.inner.gateway.name().into(),
+                    gateway_payment_id: String::new(),
+                    method_token: request.method_token.clone(),
+                    failure_reason: String::new(),
+                    created_at: now,
+                    updated_at: now,
+                }),
+                events: vec![
+                    ("invoice.created", Subject::Invoice(invoice_id)),
+                    ("payment.created", Subject::Payment(payment_id.clone())),
+                    ("order.payment_pending", Subject::Order(order_id.clone())),
+                ],
+                ..self.plan()
+            })
+            .await?;
 
         // 4. Charge.
         let charged = self
@@ -348,8 +350,15 @@ impl Billing {
             })
             .await;
         // 5. Settle, or leave it to the worker.
-        match charged {
-            Ok(outcome) => self.settle(caller.deadline, &order_id, outcome).await?,
+        let known = pending.order.map(|record| Known {
+            record,
+            invoice_number: pending.invoice.map(|i| i.invoice.number),
+        });
+        let settled = match charged {
+            Ok(outcome) => {
+                self.settle(caller.deadline, &order_id, outcome, known)
+                    .await?
+            }
             Err(err) => {
                 tracing::warn!(order_id, error = %err, "charge outcome unknown; the recovery worker settles it");
                 self.apply(Plan {
@@ -366,7 +375,22 @@ impl Billing {
                 })
                 .await
                 .or_else(ignore_conflict)?;
+                Applied::default()
             }
+        };
+        // Paid just now: the answer is what that transaction left, with nothing to read back.
+        if let Applied {
+            order: Some(order),
+            invoice: Some(invoice),
+            payment: Some(payment),
+        } = &settled
+            && order.order.status == OrderStatus::Paid.as_str()
+        {
+            return Ok(pb::CheckoutResponse {
+                order: Some(crate::present::order(order)),
+                invoice: Some(crate::present::invoice(invoice)),
+                payment: Some(crate::present::payment(payment)),
+            });
         }
         self.checkout_answer(&order_id).await
     }
@@ -436,38 +460,55 @@ impl Billing {
         .await
     }
 
-    /// Settles a PAYMENT_PENDING order whose charge outcome is known.
+    /// Settles a PAYMENT_PENDING order whose charge outcome is known; `known` is the order as
+    /// this call last wrote it, if it did (else it is read). Returns what a payment that went
+    /// through left (empty if nothing was paid now).
     pub(super) async fn settle(
         &self,
         deadline: Option<tokio::time::Instant>,
         order_id: &str,
         outcome: ChargeOutcome,
-    ) -> Result<(), BillingError> {
-        let mut conn = self.conn().await?;
-        let Some(record) = reads::order(&mut conn, order_id).await? else {
-            return Err(BillingError::NotFound { what: "order" });
+        known: Option<Known>,
+    ) -> Result<Applied, BillingError> {
+        let known = match known {
+            Some(known) => known,
+            None => {
+                let mut conn = self.conn().await?;
+                let Some(record) = reads::order(&mut conn, order_id).await? else {
+                    return Err(BillingError::NotFound { what: "order" });
+                };
+                Known {
+                    record,
+                    invoice_number: None,
+                }
+            }
         };
-        drop(conn);
+        let record = &known.record;
         if record.order.status != OrderStatus::PaymentPending.as_str() {
-            return Ok(());
+            return Ok(Applied::default());
         }
         match outcome {
             ChargeOutcome::Succeeded { gateway_payment_id } => {
                 match self.inner.peers.commit(deadline, order_id).await {
-                    Ok(()) => self.mark_paid(&record, &gateway_payment_id).await,
-                    Err(err) if err.refused_with("RESERVATION_NOT_HELD").is_some() => {
-                        self.refund_unheld(&record, &gateway_payment_id).await
+                    Ok(()) => {
+                        self.mark_paid(record, known.invoice_number, &gateway_payment_id)
+                            .await
                     }
+                    Err(err) if err.refused_with("RESERVATION_NOT_HELD").is_some() => self
+                        .refund_unheld(record, &gateway_payment_id)
+                        .await
+                        .map(|()| Applied::default()),
                     // Catalog is away: stay PAYMENT_PENDING; the worker commits later.
                     Err(err) => {
                         tracing::warn!(order_id, error = %err, "paid, stock not committed yet; the worker retries");
-                        Ok(())
+                        Ok(Applied::default())
                     }
                 }
             }
             ChargeOutcome::Declined { reason } | ChargeOutcome::Failed { reason } => {
-                self.mark_failed(&record, &reason).await?;
-                self.release_stock(deadline, order_id).await
+                self.mark_failed(record, &reason).await?;
+                self.release_stock(deadline, order_id).await?;
+                Ok(Applied::default())
             }
         }
     }
@@ -475,8 +516,9 @@ impl Billing {
     async fn mark_paid(
         &self,
         record: &OrderRecord,
+        invoice_number: Option<String>,
         gateway_payment_id: &str,
-    ) -> Result<(), BillingError> {
+    ) -> Result<Applied, BillingError> {
         let order = &record.order;
         let (Some(invoice_id), Some(payment_id)) = (&order.invoice_id, &order.payment_id) else {
             return Err(BillingError::Inconsistent(format!(
@@ -484,12 +526,15 @@ impl Billing {
                 order.id
             )));
         };
-        let mut conn = self.conn().await?;
-        let number = reads::invoice(&mut conn, invoice_id)
-            .await?
-            .map(|i| i.invoice.number)
-            .unwrap_or_default();
-        drop(conn);
+        let number = match invoice_number {
+            Some(number) => number,
+            None => {
+                let mut conn = self.conn().await?;
+                reads::invoice_number(&mut conn, invoice_id)
+                    .await?
+                    .unwrap_or_default()
+            }
+        };
         let now = domain::now();
         let transaction = domain::new_id();
         let entry = |account: LedgerAccount, customer: &str, amount: i64| LedgerEntryRow {
@@ -517,7 +562,7 @@ impl Billing {
                 entry(LedgerAccount::Customer, &order.customer_id, -total),
             ]
         };
-        self.apply(Plan {
+        self.apply_seen(Plan {
             order: Some(OrderChange {
                 order_id: order.id.clone(),
                 from: vec![OrderStatus::PaymentPending.as_str()],
@@ -681,19 +726,31 @@ impl Billing {
 
     /// Applies a plan.
     pub(super) async fn apply(&self, plan: Plan) -> Result<(), BillingError> {
+        self.apply_seen(plan).await.map(drop)
+    }
+
+    /// Applies a plan; returns its events' subjects as it left them.
+    pub(super) async fn apply_seen(&self, plan: Plan) -> Result<Applied, BillingError> {
         let mut conn = self.conn().await?;
         match plan::apply(&mut conn, &plan).await {
-            Ok(()) => Ok(()),
+            Ok(applied) => Ok(applied),
             Err(PlanError::Conflict) => Err(BillingError::Conflict),
             Err(PlanError::Db(err)) => Err(err.into()),
         }
     }
 }
 
+/// An order as this checkout last wrote it, with its invoice's number.
+#[derive(Debug, Clone)]
+pub(super) struct Known {
+    record: OrderRecord,
+    invoice_number: Option<String>,
+}
+
 /// Someone else already made the change: nothing to do.
-pub(super) fn ignore_conflict(err: BillingError) -> Result<(), BillingError> {
+pub(super) fn ignore_conflict<T: Default>(err: BillingError) -> Result<T, BillingError> {
     match err {
-        BillingError::Conflict => Ok(()),
+        BillingError::Conflict => Ok(T::default()),
         err => Err(err),
     }
 }

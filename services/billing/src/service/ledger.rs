@@ -5,13 +5,23 @@ use backbone_proto::billing as pb;
 
 use super::{Billing, Caller, orders::next_token, page_cursor, page_size};
 use crate::{
-    db::reads::{self, LedgerScope},
+    db::{
+        feed,
+        reads::{self, LedgerScope},
+    },
     domain::LedgerAccount,
     error::BillingError,
     present,
 };
 
 impl Billing {
+    /// Numbers the events committed so far (the recovery worker does so every pass, and the feed
+    /// before each read); returns how many.
+    pub async fn number_events(&self) -> Result<usize, BillingError> {
+        let mut conn = self.conn().await?;
+        Ok(feed::number_all(&mut conn).await?)
+    }
+
     /// A page of ledger entries, oldest first.
     pub async fn ledger(
         &self,
@@ -107,6 +117,9 @@ impl Billing {
                 .map_err(|_| BillingError::InvalidPageToken)?,
             None => 0,
         };
+        // Number what has committed so far, so a follower reads every event appended before
+        // its call.
+        self.number_events().await?;
         let mut conn = self.conn().await?;
         let mut rows = reads::events(
             &mut conn,

@@ -7,7 +7,8 @@
 //!   the charge is sent again under the same key if it never arrived), then paid or failed;
 //! - cancelled or failed orders whose stock may still be held: released;
 //! - PENDING refunds: asked again and settled;
-//! - idempotency keys past their retention: pruned.
+//! - idempotency keys past their retention: pruned;
+//! - events appended since the last pass: numbered (see [`feed`](crate::db::feed)).
 
 use std::time::Duration;
 
@@ -43,6 +44,10 @@ pub async fn run(billing: Billing, every: Duration) {
         metrics.pass(&passed);
         if let Err(err) = &passed {
             tracing::warn!(error = %err, "recovery pass failed; retrying next tick");
+        }
+        // Events appended since the last pass get their numbers even while nobody reads the feed.
+        if let Err(err) = billing.number_events().await {
+            tracing::warn!(error = %err, "numbering events failed; retrying next tick");
         }
         if passed.is_ok() && tokio::time::Instant::now() >= next_prune {
             match billing.prune_keys().await {
@@ -172,7 +177,7 @@ impl Billing {
             }
         };
         tracing::info!(order_id, ?outcome, "settling a pending payment");
-        self.settle(None, order_id, outcome).await?;
+        self.settle(None, order_id, outcome, None).await?;
         // Still pending (catalog away while committing): try again after the delay.
         let mut conn = self.conn().await?;
         let still = reads::order(&mut conn, order_id)

@@ -188,15 +188,15 @@ pub enum Finish {
 }
 
 /// Moves the reservation out of HELD if it is still HELD (and, except for Expire, not past its
-/// expiry; for Expire, past it), adjusting stock in the same transaction. True if this call did
-/// it.
+/// expiry; for Expire, past it), adjusting stock in the same transaction. The reservation as it
+/// is after, if this call did it.
 pub async fn finish(
     conn: &mut DbConn,
     id: &str,
     how: Finish,
     actor_id: &str,
     now: NaiveDateTime,
-) -> Result<bool, DbError> {
+) -> Result<Option<(ReservationRow, Vec<ReservationItemRow>)>, DbError> {
     let state = match how {
         Finish::Commit => ReservationState::Committed,
         Finish::Release => ReservationState::Released,
@@ -213,16 +213,18 @@ pub async fn finish(
                 Finish::Commit => target.filter(reservations::expires_at.gt(now)),
                 Finish::Release => target,
             };
-            let moved = target
+            let moved: Option<ReservationRow> = target
                 .set((
                     reservations::state.eq(state.as_str()),
                     reservations::finished_at.eq(Some(now)),
                 ))
-                .execute(tx)
-                .await?;
-            if moved == 0 {
-                return Ok::<_, diesel::result::Error>(false);
-            }
+                .returning(ReservationRow::as_returning())
+                .get_result(tx)
+                .await
+                .optional()?;
+            let Some(row) = moved else {
+                return Ok::<_, diesel::result::Error>(None);
+            };
             let items: Vec<ReservationItemRow> = reservation_items::table
                 .filter(reservation_items::reservation_id.eq(id))
                 .order(reservation_items::product_id)
@@ -264,7 +266,7 @@ pub async fn finish(
                         .await?;
                 }
             }
-            Ok(true)
+            Ok(Some((row, items)))
         })
         .await
     })?)

@@ -262,12 +262,19 @@ impl Catalog {
         id: &str,
         how: Finish,
     ) -> Result<Reservation, CatalogError> {
-        let current = self.reservation(id).await?;
-        if current.state == ReservationState::Held {
-            let mut conn = self.conn().await?;
-            db::reservations::finish(&mut conn, id, how, &caller.actor(), domain::now()).await?;
+        if id.is_empty() {
+            return Err(CatalogError::field("reservation_id", "is required"));
         }
-        let after = self.reservation(id).await?;
+        // The common case in one transaction: still HELD, moved now. Otherwise the reservation
+        // as it stands says why not (or that it was done before).
+        let mut conn = self.conn().await?;
+        let moved =
+            db::reservations::finish(&mut conn, id, how, &caller.actor(), domain::now()).await?;
+        drop(conn);
+        let after = match moved {
+            Some((row, items)) => row.into_reservation(items),
+            None => self.reservation(id).await?,
+        };
         match (how, after.state) {
             (Finish::Commit, ReservationState::Committed)
             | (Finish::Release, ReservationState::Released | ReservationState::Expired) => {
@@ -293,7 +300,10 @@ impl Catalog {
         let ids = db::reservations::expired(&mut conn, now, limit).await?;
         let mut released = 0;
         for id in ids {
-            if db::reservations::finish(&mut conn, &id, Finish::Expire, "sweeper", now).await? {
+            if db::reservations::finish(&mut conn, &id, Finish::Expire, "sweeper", now)
+                .await?
+                .is_some()
+            {
                 released += 1;
             }
         }
