@@ -242,6 +242,15 @@ on_both_backends! {
         assert_eq!(again.lines[0].quantity, 2);
         let reused = client.add_cart_item(bearer(pb::AddCartItemRequest { request_id: "add-shirt-1".into(), product_id: shirt.id.clone(), quantity: 3 }, &customer)).await.expect_err("reused");
         assert_eq!((reused.code(), reason(&reused).as_str()), (Code::FailedPrecondition, "IDEMPOTENCY_KEY_REUSED"));
+        // A line holds at most 1,000: refused, the cart untouched, and the refusal kept under its key
+        // (the same request again gets it from there).
+        let too_many = |quantity| bearer(pb::AddCartItemRequest { request_id: "add-shirt-2".into(), product_id: shirt.id.clone(), quantity }, &customer);
+        let full = client.add_cart_item(too_many(999)).await.expect_err("over the line limit");
+        assert_eq!((full.code(), reason(&full).as_str()), (Code::FailedPrecondition, "CART_LIMIT_EXCEEDED"));
+        let cart = client.get_cart(bearer(pb::GetCartRequest {}, &customer)).await.expect("cart").into_inner().cart.expect("cart");
+        assert_eq!(cart.lines.iter().map(|l| l.quantity).collect::<Vec<_>>(), vec![2]);
+        let refused_again = client.add_cart_item(too_many(999)).await.expect_err("stored refusal");
+        assert_eq!(reason(&refused_again), "CART_LIMIT_EXCEEDED");
         let unknown = client.add_cart_item(bearer(pb::AddCartItemRequest { request_id: String::new(), product_id: "nope".into(), quantity: 1 }, &customer)).await.expect_err("unknown");
         assert_eq!(unknown.code(), Code::NotFound);
         let bad = client.add_cart_item(bearer(pb::AddCartItemRequest { request_id: String::new(), product_id: String::new(), quantity: 0 }, &customer)).await.expect_err("bad");

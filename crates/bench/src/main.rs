@@ -552,6 +552,7 @@ async fn run(opts: &Opts) -> anyhow::Result<Vec<Row>> {
             "bench_catalog",
             "bench_billing",
             "bench_pgbench",
+            "bench_floor",
         ],
     )
     .await?;
@@ -875,19 +876,30 @@ async fn run(opts: &Opts) -> anyhow::Result<Vec<Row>> {
             "pgbench -i failed: {}",
             String::from_utf8_lossy(&init.stderr)
         );
+        let floor_db = url("bench_floor");
+        let floor_script = checkout_floor(&floor_db).await?;
+        // -n: no vacuum of pgbench's own tables, which this database does not have.
+        let floor = ["-n", "-f", floor_script.to_str().unwrap_or_default()];
         let mut rounds = Vec::new();
+        let mut floors = Vec::new();
         for _ in 0..opts.rounds {
-            let tps = pgbench_tps(opts, &pgbench_db, bench.measure, "tpcb-like")?;
+            let tps = pgbench_tps(opts, &pgbench_db, bench.measure, &["-b", "tpcb-like"])?;
             let checkouts =
                 checkout_rate(billing_addr, &shoppers, &products, bench.measure).await?;
             rounds.push((checkouts, checkouts.rps / tps, tps));
+            let floor_tps = pgbench_tps(opts, &floor_db, bench.measure, &floor)?;
+            floors.push((floor_tps, floor_tps / tps));
         }
+        let _ = std::fs::remove_file(&floor_script);
         rounds.sort_by(|a, b| a.1.total_cmp(&b.1));
+        floors.sort_by(|a, b| a.1.total_cmp(&b.1));
         let (checkouts, ratio, tps) = rounds[rounds.len() / 2];
+        let (floor_tps, floor_ratio) = floors[floors.len() / 2];
         // What PostgreSQL alone answers in point reads (pgbench -S, 8 clients, prepared): the
         // ceiling of any uncached read path on this machine, next to the baseline it is held to.
         if let Some(reference) = uncached_reference {
-            let select_only = pgbench_tps(opts, &pgbench_db, bench.measure, "select-only")?;
+            let select_only =
+                pgbench_tps(opts, &pgbench_db, bench.measure, &["-b", "select-only"])?;
             let ceiling = select_only / reference;
             rows.push(Row {
                 scenario:
@@ -911,6 +923,17 @@ async fn run(opts: &Opts) -> anyhow::Result<Vec<Row>> {
             ratio: format!("{ratio:.2} × pgbench"),
             target: "≥ 0.20".into(),
             pass: ratio >= 0.20,
+        });
+        rows.push(Row {
+            scenario: "reference: the leanest checkout's SQL alone (6 statements, 5 of them writes in their own \
+                       transactions, on billing's and catalog's schemas, pgbench 8 clients, no services)"
+                .into(),
+            throughput: format!("{floor_tps:.0}/s"),
+            p50: "-".into(),
+            p99: "-".into(),
+            ratio: format!("{floor_ratio:.2} × pgbench"),
+            target: "(ceiling for checkout)".into(),
+            pass: true,
         });
     }
 
@@ -1087,21 +1110,12 @@ async fn seed_products(url: &str, count: i64) -> anyhow::Result<()> {
 
 /// One of pgbench's built-in scripts (`tpcb-like`, `select-only`) with 8 clients and prepared
 /// statements for `measure`; its tps.
-fn pgbench_tps(opts: &Opts, db: &str, measure: Duration, script: &str) -> anyhow::Result<f64> {
+/// pgbench's tps for `script` (`-b builtin` or `-f file`), 8 clients, prepared statements.
+fn pgbench_tps(opts: &Opts, db: &str, measure: Duration, script: &[&str]) -> anyhow::Result<f64> {
     let output = Command::new(&opts.pgbench)
-        .args([
-            "-c",
-            "8",
-            "-j",
-            "2",
-            "-M",
-            "prepared",
-            "-b",
-            script,
-            "-T",
-            &measure.as_secs().to_string(),
-            db,
-        ])
+        .args(["-c", "8", "-j", "2", "-M", "prepared"])
+        .args(script)
+        .args(["-T", &measure.as_secs().to_string(), db])
         .output()
         .context("run pgbench")?;
     let text = String::from_utf8_lossy(&output.stdout);
@@ -1120,6 +1134,48 @@ fn pgbench_tps(opts: &Opts, db: &str, measure: Duration, script: &str) -> anyhow
                 .ok()
         })
         .ok_or_else(|| anyhow!("no tps in {text}"))
+}
+
+/// The pgbench script of the leanest checkout (`sql/checkout_floor.sql`), written to a temporary
+/// file, after loading `db` with billing's and catalog's PostgreSQL migrations (schemas
+/// `billing` and `catalog`) and eight products with ample stock, one per pgbench client.
+async fn checkout_floor(db: &str) -> anyhow::Result<PathBuf> {
+    let (client, connection) = tokio_postgres::connect(db, tokio_postgres::NoTls).await?;
+    let driver = tokio::spawn(connection);
+    let services = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../services");
+    for service in ["catalog", "billing"] {
+        let dir = services.join(service).join("migrations/postgres");
+        let mut migrations: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .with_context(|| format!("read {}", dir.display()))?
+            .map(|entry| entry.map(|e| e.path().join("up.sql")))
+            .collect::<Result<_, _>>()?;
+        migrations.sort();
+        let mut sql = format!("CREATE SCHEMA {service}; SET search_path = {service};\n");
+        for migration in migrations {
+            sql.push_str(&std::fs::read_to_string(&migration)?);
+            sql.push('\n');
+        }
+        client
+            .batch_execute(&sql)
+            .await
+            .with_context(|| format!("{service}'s migrations"))?;
+    }
+    client
+        .batch_execute(
+            "SET search_path = public;
+             INSERT INTO catalog.products
+                 (id, sku, title, price_minor, currency_code, status, created_at, updated_at)
+             SELECT 'p' || n, 'sku' || n, 'Product ' || n, 1999, 'EUR', 'ACTIVE', now(), now()
+             FROM generate_series(1, 8) n;
+             INSERT INTO catalog.stock (product_id, on_hand, reserved)
+             SELECT 'p' || n, 1000000000000, 0 FROM generate_series(1, 8) n;",
+        )
+        .await?;
+    drop(client);
+    let _ = driver.await;
+    let script = std::env::temp_dir().join(format!("checkout-floor-{}.sql", std::process::id()));
+    std::fs::write(&script, include_str!("../sql/checkout_floor.sql"))?;
+    Ok(script)
 }
 
 /// Eight customers each filling a cart with one item and checking out, over and over, for

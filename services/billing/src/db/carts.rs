@@ -90,8 +90,9 @@ pub async fn updated_at(
     })?)
 }
 
-/// Applies `change`; with `key`, claims it (DONE) in the same transaction and stores the answer
-/// `respond` builds from the lines after the change.
+/// Applies `change`; with `key`, stores it DONE in the same transaction with the answer
+/// `respond` builds from the lines after the change. The key is inserted last: a key used before
+/// makes the insert fail, the change rolls back and the first answer is replayed.
 pub async fn change(
     conn: &mut DbConn,
     customer_id: &str,
@@ -103,72 +104,44 @@ pub async fn change(
     let result = db_run!(conn, |c| {
         c.transaction(async |tx| {
             // The cart row first: it serializes concurrent changes of one cart.
-            let touched = diesel::update(carts::table.find(customer_id))
+            diesel::insert_into(carts::table)
+                .values((
+                    carts::customer_id.eq(customer_id),
+                    carts::updated_at.eq(now),
+                ))
+                .on_conflict(carts::customer_id)
+                .do_update()
                 .set(carts::updated_at.eq(now))
                 .execute(tx)
                 .await?;
-            if touched == 0 {
-                diesel::insert_into(carts::table)
-                    .values((
-                        carts::customer_id.eq(customer_id),
-                        carts::updated_at.eq(now),
-                    ))
-                    .execute(tx)
-                    .await?;
-            }
-            if let Some(key) = key {
-                match diesel::insert_into(idempotency_keys::table)
-                    .values(key)
-                    .execute(tx)
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(err) if is_unique_violation(&err) => {
-                        return Err(TxError::Abort(Stop::KeyUsed));
-                    }
-                    Err(err) => return Err(err.into()),
-                }
-            }
             match change {
                 CartChange::Add {
                     product_id,
                     quantity,
                 } => {
-                    let current: Option<i64> = cart_lines::table
-                        .find((customer_id, product_id))
-                        .select(cart_lines::quantity)
-                        .first(tx)
-                        .await
-                        .optional()?;
-                    match current {
-                        Some(have) => {
-                            if have + quantity > MAX_QUANTITY {
-                                return Err(TxError::Abort(Stop::LimitExceeded));
-                            }
-                            diesel::update(cart_lines::table.find((customer_id, product_id)))
-                                .set(cart_lines::quantity.eq(have + quantity))
-                                .execute(tx)
-                                .await?;
-                        }
-                        None => {
-                            let count: i64 = cart_lines::table
-                                .filter(cart_lines::customer_id.eq(customer_id))
-                                .count()
-                                .get_result(tx)
-                                .await?;
-                            if count >= MAX_CART_LINES as i64 {
-                                return Err(TxError::Abort(Stop::LimitExceeded));
-                            }
-                            diesel::insert_into(cart_lines::table)
-                                .values(&CartLineRow {
-                                    customer_id: customer_id.to_owned(),
-                                    product_id: product_id.clone(),
-                                    quantity: *quantity,
-                                    added_at: now,
-                                })
-                                .execute(tx)
-                                .await?;
-                        }
+                    // A new line, or more of the line, unless that passes the most a line holds.
+                    let line = CartLineRow {
+                        customer_id: customer_id.to_owned(),
+                        product_id: product_id.clone(),
+                        quantity: *quantity,
+                        added_at: now,
+                    };
+                    let upsert = diesel::insert_into(cart_lines::table)
+                        .values(&line)
+                        .on_conflict((cart_lines::customer_id, cart_lines::product_id))
+                        .do_update()
+                        .set(cart_lines::quantity.eq(cart_lines::quantity + *quantity));
+                    // ON CONFLICT ... DO UPDATE ... WHERE: `filter` of the upsert, not of a query.
+                    let added: Option<i64> = diesel::query_dsl::methods::FilterDsl::filter(
+                        upsert,
+                        cart_lines::quantity.le(MAX_QUANTITY - *quantity),
+                    )
+                    .returning(cart_lines::quantity)
+                    .get_result(tx)
+                    .await
+                    .optional()?;
+                    if added.is_none() {
+                        return Err(TxError::Abort(Stop::LimitExceeded));
                     }
                 }
                 CartChange::Set {
@@ -207,16 +180,29 @@ pub async fn change(
                 .select(CartLineRow::as_select())
                 .load(tx)
                 .await?;
+            // Only an added product makes a new line: one too many rolls the change back.
+            if matches!(change, CartChange::Add { .. }) && lines.len() > MAX_CART_LINES {
+                return Err(TxError::Abort(Stop::LimitExceeded));
+            }
             let response = respond(&lines, now);
             if let Some(key) = key {
-                diesel::update(idempotency_keys::table.find((&key.caller_id, &key.request_key)))
-                    .set((
-                        idempotency_keys::state.eq("DONE"),
-                        idempotency_keys::status_code.eq(Some(0)),
-                        idempotency_keys::response.eq(Some(&response)),
-                    ))
+                let done = IdempotencyRecord {
+                    state: "DONE".into(),
+                    status_code: Some(0),
+                    response: Some(response.clone()),
+                    ..key.clone()
+                };
+                match diesel::insert_into(idempotency_keys::table)
+                    .values(&done)
                     .execute(tx)
-                    .await?;
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(err) if is_unique_violation(&err) => {
+                        return Err(TxError::Abort(Stop::KeyUsed));
+                    }
+                    Err(err) => return Err(err.into()),
+                }
             }
             Ok(response)
         })

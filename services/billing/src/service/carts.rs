@@ -11,6 +11,7 @@ use super::{Billing, Caller, RequestKey};
 use crate::{
     db::{
         carts::{self, CartChange, CartOutcome},
+        keys::Claim,
         models::{CartLineRow, IdempotencyRecord},
     },
     domain::{self, MAX_QUANTITY},
@@ -175,7 +176,6 @@ impl Billing {
         if let Some(product) = product {
             check_product(product, quantity, min)?;
         }
-        let mut conn = self.conn().await?;
         let record = key.as_ref().map(|key| {
             let now = domain::now();
             IdempotencyRecord {
@@ -183,7 +183,7 @@ impl Billing {
                 request_key: key.key.clone(),
                 operation: "cart".into(),
                 fingerprint: key.fingerprint.clone(),
-                state: "RUNNING".into(),
+                state: "DONE".into(),
                 order_id: None,
                 status_code: None,
                 response: None,
@@ -191,20 +191,9 @@ impl Billing {
                 created_at: now,
             }
         });
-        // A repeat is answered before anything else is done.
-        if let Some(record) = &record
-            && let Some(existing) =
-                crate::db::keys::get(&mut conn, caller.id(), &record.request_key)
-                    .await
-                    .map_err(BillingError::from)?
-        {
-            if existing.fingerprint != record.fingerprint || existing.operation != record.operation
-            {
-                return Err(BillingError::IdempotencyKeyReused.into());
-            }
-            return super::replay::<pb::GetCartResponse>(&existing)
-                .map(|r| r.cart.unwrap_or_default());
-        }
+        // A repeat is not looked for up front: the change's transaction stores the key last, and a
+        // key used before rolls it back (an error answer looks for it before it is stored).
+        let mut conn = self.conn().await?;
         let mut ids: Vec<String> = carts::lines(&mut conn, &customer)
             .await
             .map_err(BillingError::from)?
@@ -220,21 +209,33 @@ impl Billing {
         let pricing = self.pricing(caller, ids).await;
         if let CartChange::Add { product_id, .. } = &change {
             if !pricing.reachable {
-                return Err(BillingError::PeerUnavailable(crate::peers::CATALOG).into());
+                // Not stored (a retry may succeed), but a repeat still gets its first answer.
+                return self
+                    .refuse(
+                        record.as_ref(),
+                        BillingError::PeerUnavailable(crate::peers::CATALOG),
+                        false,
+                    )
+                    .await;
             }
             match pricing.product(product_id) {
                 None => {
-                    return Err(self
-                        .store_error(record.as_ref(), BillingError::NotFound { what: "product" })
-                        .await);
+                    return self
+                        .refuse(
+                            record.as_ref(),
+                            BillingError::NotFound { what: "product" },
+                            true,
+                        )
+                        .await;
                 }
                 Some(p) if p.status != catalog_pb::ProductStatus::Active as i32 => {
-                    return Err(self
-                        .store_error(
+                    return self
+                        .refuse(
                             record.as_ref(),
                             BillingError::ProductNotAvailable(product_id.clone()),
+                            true,
                         )
-                        .await);
+                        .await;
                 }
                 Some(_) => {}
             }
@@ -262,44 +263,72 @@ impl Billing {
             CartOutcome::Done(response) => pb::GetCartResponse::decode(response.as_slice())
                 .map(|r| r.cart.unwrap_or_default())
                 .map_err(|err| backbone_common::error::internal(&err)),
-            CartOutcome::Replay(existing) => {
-                if record.as_ref().is_some_and(|r| {
-                    r.fingerprint != existing.fingerprint || r.operation != existing.operation
-                }) {
-                    return Err(BillingError::IdempotencyKeyReused.into());
-                }
-                super::replay::<pb::GetCartResponse>(&existing).map(|r| r.cart.unwrap_or_default())
+            CartOutcome::Replay(existing) => replay_cart(record.as_ref(), &existing),
+            CartOutcome::LimitExceeded => {
+                self.refuse(record.as_ref(), BillingError::CartLimitExceeded, true)
+                    .await
             }
-            CartOutcome::LimitExceeded => Err(self
-                .store_error(record.as_ref(), BillingError::CartLimitExceeded)
-                .await),
-            CartOutcome::NotInCart => Err(self
-                .store_error(
+            CartOutcome::NotInCart => {
+                self.refuse(
                     record.as_ref(),
                     BillingError::NotFound { what: "cart line" },
+                    true,
                 )
-                .await),
+                .await
+            }
         }
     }
 
-    /// Stores a business error under the key (best effort: a racing twin stores the same).
-    async fn store_error(
+    /// Refuses a cart change: with a key used before, the first answer instead; else `err`,
+    /// stored under the key if it is `lasting` (a racing twin stores the same).
+    async fn refuse(
         &self,
         record: Option<&IdempotencyRecord>,
         err: BillingError,
-    ) -> tonic::Status {
+        lasting: bool,
+    ) -> Result<pb::Cart, tonic::Status> {
         let status = tonic::Status::from(err);
-        if let Some(record) = record {
-            let mut done = record.clone();
-            done.state = "DONE".into();
-            done.status_code = Some(status.code() as i32);
-            done.response = Some(super::encode_status(&status));
-            if let Ok(mut conn) = self.conn().await
-                && let Err(err) = crate::db::keys::claim(&mut conn, &done).await
-            {
-                tracing::warn!(error = %err, "could not store an error answer under its key");
+        let Some(record) = record else {
+            return Err(status);
+        };
+        let found = match self.conn().await {
+            Ok(mut conn) if lasting => {
+                let mut done = record.clone();
+                done.status_code = Some(status.code() as i32);
+                done.response = Some(super::encode_status(&status));
+                crate::db::keys::claim(&mut conn, &done)
+                    .await
+                    .map_err(BillingError::from)
+                    .map(|claim| match claim {
+                        Claim::New => None,
+                        Claim::Existing(existing) => Some(existing),
+                    })
+            }
+            Ok(mut conn) => crate::db::keys::get(&mut conn, &record.caller_id, &record.request_key)
+                .await
+                .map_err(BillingError::from),
+            Err(err) => Err(err),
+        };
+        match found {
+            Ok(Some(existing)) => replay_cart(Some(record), &existing),
+            Ok(None) => Err(status),
+            Err(err) => {
+                tracing::warn!(error = %err, "could not look up or store an answer under its key");
+                Err(status)
             }
         }
-        status
     }
+}
+
+/// The first answer under a key, unless the key was used for another request.
+fn replay_cart(
+    record: Option<&IdempotencyRecord>,
+    existing: &IdempotencyRecord,
+) -> Result<pb::Cart, tonic::Status> {
+    if record
+        .is_some_and(|r| r.fingerprint != existing.fingerprint || r.operation != existing.operation)
+    {
+        return Err(BillingError::IdempotencyKeyReused.into());
+    }
+    super::replay::<pb::GetCartResponse>(existing).map(|r| r.cart.unwrap_or_default())
 }
