@@ -114,9 +114,25 @@ pub struct NewOrder {
     pub key: Option<(String, String)>,
 }
 
+/// The answer of a keyed request, stored under its key by the transaction that finishes it (one
+/// round trip and one commit fewer than storing it after).
+#[derive(Debug, Clone)]
+pub struct KeyAnswer {
+    /// The caller.
+    pub caller_id: String,
+    /// The key.
+    pub request_key: String,
+    /// The encoded answer from what the transaction left; `None`: not answered here.
+    pub respond: fn(&Applied) -> Option<Vec<u8>>,
+}
+
 /// Everything one transaction does.
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
+    /// An order's lines the caller already has: (order id, lines by position); not read again.
+    pub lines: Option<(String, Vec<OrderLineRow>)>,
+    /// Store the request's answer under its key (if `respond` gives one).
+    pub answer: Option<KeyAnswer>,
     /// A new order and its lines (with the key that created it, if any).
     pub new_order: Option<NewOrder>,
     /// The guarded order change.
@@ -269,6 +285,8 @@ pub struct Applied {
     pub invoice: Option<InvoiceRecord>,
     /// The payment.
     pub payment: Option<PaymentRow>,
+    /// The plan's [`KeyAnswer`] was stored.
+    pub answered: bool,
 }
 
 /// Rows the transaction wrote or changed (as they are after it), so most event payloads are
@@ -310,7 +328,10 @@ pub async fn apply(conn: &mut DbConn, plan: &Plan) -> Result<Applied, PlanError>
     let now = plan.now.unwrap_or_else(domain::now);
     let result = db_run!(conn, |c| {
         c.transaction(async |tx| {
-            let mut seen = Seen::default();
+            let mut seen = Seen {
+                lines: plan.lines.clone(),
+                ..Seen::default()
+            };
             let mut applied = Applied::default();
             // Writes come first, so the transaction holds the write lock from its first statement.
             if let Some(NewOrder { order, lines, key }) = &plan.new_order {
@@ -445,13 +466,15 @@ pub async fn apply(conn: &mut DbConn, plan: &Plan) -> Result<Applied, PlanError>
                     let line = cart_lines::table
                         .filter(cart_lines::customer_id.eq(customer))
                         .filter(cart_lines::product_id.eq(product));
-                    diesel::delete(line.filter(cart_lines::quantity.le(quantity)))
+                    let gone = diesel::delete(line.filter(cart_lines::quantity.le(quantity)))
                         .execute(tx)
                         .await?;
-                    diesel::update(line)
-                        .set(cart_lines::quantity.eq(cart_lines::quantity - quantity))
-                        .execute(tx)
-                        .await?;
+                    if gone == 0 {
+                        diesel::update(line)
+                            .set(cart_lines::quantity.eq(cart_lines::quantity - quantity))
+                            .execute(tx)
+                            .await?;
+                    }
                 }
                 diesel::update(carts::table.find(customer))
                     .set(carts::updated_at.eq(now))
@@ -594,6 +617,21 @@ pub async fn apply(conn: &mut DbConn, plan: &Plan) -> Result<Applied, PlanError>
                     created_at: now,
                 })
                 .collect();
+            if let Some(answer) = &plan.answer
+                && let Some(response) = (answer.respond)(&applied)
+            {
+                diesel::update(
+                    idempotency_keys::table.find((&answer.caller_id, &answer.request_key)),
+                )
+                .set((
+                    idempotency_keys::state.eq("DONE"),
+                    idempotency_keys::status_code.eq(Some(0)),
+                    idempotency_keys::response.eq(Some(response)),
+                ))
+                .execute(tx)
+                .await?;
+                applied.answered = true;
+            }
             tx.insert_events(&rows).await?;
             Ok(applied)
         })

@@ -15,14 +15,16 @@ use backbone_common::error::FieldViolation;
 use backbone_proto::{billing as pb, catalog as catalog_pb};
 use tonic_types::StatusExt as _;
 
-use super::{Billing, Caller, RequestKey, Resume, trace_id};
+use prost::Message as _;
+
+use super::{Answer, Billing, Caller, RequestKey, Resume, trace_id};
 use crate::{
     db::{
         carts,
         models::{InvoiceRow, LedgerEntryRow, OrderLineRow, OrderRecord, OrderRow, PaymentRow},
         plan::{
-            self, Applied, InvoiceChange, NewOrder, OrderChange, PaymentChange, Plan, PlanError,
-            Subject,
+            self, Applied, InvoiceChange, KeyAnswer, NewOrder, OrderChange, PaymentChange, Plan,
+            PlanError, Subject,
         },
         reads,
     },
@@ -125,7 +127,7 @@ impl Billing {
                 match resume.order_id {
                     // A first run under this key stopped after making its order: answer with where
                     // that order stands (the worker finishes it).
-                    Some(order_id) => self.checkout_answer(&order_id).await,
+                    Some(order_id) => self.checkout_answer(&order_id).await.map(Answer::from),
                     None => self.run_checkout(caller, &customer, request, &key).await,
                 }
             },
@@ -139,7 +141,7 @@ impl Billing {
         customer: &str,
         request: CheckoutRequest,
         key: &RequestKey,
-    ) -> Result<pb::CheckoutResponse, BillingError> {
+    ) -> Result<Answer<pb::CheckoutResponse>, BillingError> {
         let from_cart = request.items.is_empty();
         let items = if from_cart {
             let mut conn = self.conn().await?;
@@ -331,6 +333,7 @@ impl Billing {
                     created_at: now,
                     updated_at: now,
                 }),
+                lines: Some((order_id.clone(), lines.clone())),
                 events: vec![
                     ("invoice.created", Subject::Invoice(invoice_id)),
                     ("payment.created", Subject::Payment(payment_id.clone())),
@@ -354,9 +357,15 @@ impl Billing {
             record,
             invoice_number: pending.invoice.map(|i| i.invoice.number),
         });
+        // Paid now: the paying transaction stores the answer under the key as well.
+        let answer = KeyAnswer {
+            caller_id: caller.id().to_owned(),
+            request_key: key.key.clone(),
+            respond: |applied| paid_answer(applied).map(|r| r.encode_to_vec()),
+        };
         let settled = match charged {
             Ok(outcome) => {
-                self.settle(caller.deadline, &order_id, outcome, known)
+                self.settle(caller.deadline, &order_id, outcome, known, Some(answer))
                     .await?
             }
             Err(err) => {
@@ -379,20 +388,13 @@ impl Billing {
             }
         };
         // Paid just now: the answer is what that transaction left, with nothing to read back.
-        if let Applied {
-            order: Some(order),
-            invoice: Some(invoice),
-            payment: Some(payment),
-        } = &settled
-            && order.order.status == OrderStatus::Paid.as_str()
-        {
-            return Ok(pb::CheckoutResponse {
-                order: Some(crate::present::order(order)),
-                invoice: Some(crate::present::invoice(invoice)),
-                payment: Some(crate::present::payment(payment)),
+        if let Some(response) = paid_answer(&settled) {
+            return Ok(Answer {
+                response,
+                stored: settled.answered,
             });
         }
-        self.checkout_answer(&order_id).await
+        self.checkout_answer(&order_id).await.map(Answer::from)
     }
 
     /// A charge with the gateway's time limit.
@@ -469,6 +471,7 @@ impl Billing {
         order_id: &str,
         outcome: ChargeOutcome,
         known: Option<Known>,
+        answer: Option<KeyAnswer>,
     ) -> Result<Applied, BillingError> {
         let known = match known {
             Some(known) => known,
@@ -491,7 +494,7 @@ impl Billing {
             ChargeOutcome::Succeeded { gateway_payment_id } => {
                 match self.inner.peers.commit(deadline, order_id).await {
                     Ok(()) => {
-                        self.mark_paid(record, known.invoice_number, &gateway_payment_id)
+                        self.mark_paid(record, known.invoice_number, &gateway_payment_id, answer)
                             .await
                     }
                     Err(err) if err.refused_with("RESERVATION_NOT_HELD").is_some() => self
@@ -518,6 +521,7 @@ impl Billing {
         record: &OrderRecord,
         invoice_number: Option<String>,
         gateway_payment_id: &str,
+        answer: Option<KeyAnswer>,
     ) -> Result<Applied, BillingError> {
         let order = &record.order;
         let (Some(invoice_id), Some(payment_id)) = (&order.invoice_id, &order.payment_id) else {
@@ -585,6 +589,8 @@ impl Billing {
                 ..Default::default()
             }),
             ledger,
+            lines: Some((order.id.clone(), record.lines.clone())),
+            answer,
             clear_cart: order.from_cart.then(|| {
                 let bought = record
                     .lines
@@ -738,6 +744,20 @@ impl Billing {
             Err(PlanError::Db(err)) => Err(err.into()),
         }
     }
+}
+
+/// The answer to a checkout that a transaction just paid, from what that transaction left.
+fn paid_answer(applied: &Applied) -> Option<pb::CheckoutResponse> {
+    let (Some(order), Some(invoice), Some(payment)) =
+        (&applied.order, &applied.invoice, &applied.payment)
+    else {
+        return None;
+    };
+    (order.order.status == OrderStatus::Paid.as_str()).then(|| pb::CheckoutResponse {
+        order: Some(crate::present::order(order)),
+        invoice: Some(crate::present::invoice(invoice)),
+        payment: Some(crate::present::payment(payment)),
+    })
 }
 
 /// An order as this checkout last wrote it, with its invoice's number.

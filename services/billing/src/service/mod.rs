@@ -175,6 +175,25 @@ fn replay<R: prost::Message + Default>(record: &IdempotencyRecord) -> Result<R, 
     }
 }
 
+/// A keyed run's answer; `stored` when the transaction that finished the run stored it under the
+/// key already.
+#[derive(Debug, Clone)]
+pub struct Answer<R> {
+    /// The answer.
+    pub response: R,
+    /// Already stored under the key.
+    pub stored: bool,
+}
+
+impl<R: prost::Message> From<R> for Answer<R> {
+    fn from(response: R) -> Self {
+        Self {
+            response,
+            stored: false,
+        }
+    }
+}
+
 /// What a keyed run resumes from, when it takes over a key whose first run stopped.
 #[derive(Debug, Clone, Default)]
 pub struct Resume {
@@ -223,7 +242,7 @@ impl Billing {
     /// while for it if the first run is still going), a different request under the key
     /// FAILED_PRECONDITION, a repeat while the first run is still going after the wait ABORTED. "Try again"
     /// answers are not stored (the key is freed) unless an order was already made under it.
-    pub async fn keyed<R, F, Fut>(
+    pub async fn keyed<R, A, F, Fut>(
         &self,
         caller: &Caller,
         operation: &str,
@@ -232,20 +251,30 @@ impl Billing {
     ) -> Result<R, Status>
     where
         R: prost::Message + Default,
+        A: Into<Answer<R>>,
         F: FnOnce(Resume) -> Fut,
-        Fut: Future<Output = Result<R, BillingError>>,
+        Fut: Future<Output = Result<A, BillingError>>,
     {
         let Some(key) = key else {
-            return work(Resume::default()).await.map_err(Status::from);
+            return work(Resume::default())
+                .await
+                .map(|a| a.into().response)
+                .map_err(Status::from);
         };
         let resume = match self.claim(caller, operation, &key).await? {
             Claimed::Run(resume) => resume,
             Claimed::Done(first) => return replay(&first),
         };
-        let result = work(resume).await;
-        let mut conn = self.conn().await?;
+        let result = work(resume).await.map(Into::into);
+        let mut conn = match result {
+            Ok(Answer {
+                response,
+                stored: true,
+            }) => return Ok(response),
+            _ => self.conn().await?,
+        };
         match result {
-            Ok(response) => {
+            Ok(Answer { response, .. }) => {
                 keys::answer(
                     &mut conn,
                     &StoredAnswer {

@@ -177,7 +177,7 @@ impl Billing {
             }
         };
         tracing::info!(order_id, ?outcome, "settling a pending payment");
-        self.settle(None, order_id, outcome, None).await?;
+        self.settle(None, order_id, outcome, None, None).await?;
         // Still pending (catalog away while committing): try again after the delay.
         let mut conn = self.conn().await?;
         let still = reads::order(&mut conn, order_id)
