@@ -1109,9 +1109,8 @@ async fn seed_products(url: &str, count: i64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One of pgbench's built-in scripts (`tpcb-like`, `select-only`) with 8 clients and prepared
-/// statements for `measure`; its tps.
-/// pgbench's tps for `script` (`-b builtin` or `-f file`), 8 clients, prepared statements.
+/// pgbench's tps for `script` (`-b tpcb-like`, `-b select-only`, or `-n -f file`) with 8 clients
+/// and prepared statements, run for `measure`.
 fn pgbench_tps(opts: &Opts, db: &str, measure: Duration, script: &[&str]) -> anyhow::Result<f64> {
     let output = Command::new(&opts.pgbench)
         .args(["-c", "8", "-j", "2", "-M", "prepared"])

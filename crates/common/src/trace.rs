@@ -346,23 +346,23 @@ where
             let _current = call.clone().attach();
             tracing::debug!(grpc_status = trailers_only.unwrap_or(0), "call answered");
         }
-        let Some(code) = trailers_only else {
-            return Poll::Ready(Ok(response.map(|body| TracedBody {
-                inner: body,
-                call,
-                measure,
-            })));
+        // A trailers-only answer is finished now; otherwise the body finishes it at its trailers.
+        let (call, measure) = match trailers_only {
+            Some(code) => {
+                if let Some(call) = &call {
+                    finish_span(call, code);
+                }
+                if let Some(mut measure) = measure {
+                    measure.finish(code.into());
+                }
+                (None, None)
+            }
+            None => (call, measure),
         };
-        if let Some(call) = &call {
-            finish_span(call, code);
-        }
-        if let Some(mut measure) = measure {
-            measure.finish(code.into());
-        }
         Poll::Ready(Ok(response.map(|body| TracedBody {
             inner: body,
-            call: None,
-            measure: None,
+            call,
+            measure,
         })))
     }
 }

@@ -234,9 +234,7 @@ impl Catalog {
 
     /// A reservation.
     pub async fn reservation(&self, id: &str) -> Result<Reservation, CatalogError> {
-        if id.is_empty() {
-            return Err(CatalogError::field("reservation_id", "is required"));
-        }
+        required_reservation_id(id)?;
         let mut conn = self.conn().await?;
         db::reservations::get(&mut conn, id)
             .await?
@@ -262,9 +260,7 @@ impl Catalog {
         id: &str,
         how: Finish,
     ) -> Result<Reservation, CatalogError> {
-        if id.is_empty() {
-            return Err(CatalogError::field("reservation_id", "is required"));
-        }
+        required_reservation_id(id)?;
         // The common case in one transaction: still HELD, moved now. Otherwise the reservation
         // as it stands says why not (or that it was done before).
         let mut conn = self.conn().await?;
@@ -309,4 +305,12 @@ impl Catalog {
         }
         Ok(released)
     }
+}
+
+/// A reservation id must be given.
+fn required_reservation_id(id: &str) -> Result<(), CatalogError> {
+    if id.is_empty() {
+        return Err(CatalogError::field("reservation_id", "is required"));
+    }
+    Ok(())
 }
