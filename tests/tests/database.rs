@@ -217,3 +217,113 @@ on_both_backends! {
         assert_eq!(counter, 5);
     }
 }
+
+on_both_backends! {
+    async fn prepared_writes_keep_one_statement_per_shape_and_bind_each_call_s_values(backend: Backend) {
+        use backbone_catalog::db::schema::products::dsl as p;
+        use backbone_common::db::Prepared as _;
+        use diesel::sql_types::{BigInt, Text};
+        let db = TestDb::new(backend).await;
+        let (_database, mut conn) = migrated_catalog(&db).await;
+        let now = chrono::Utc::now().naive_utc();
+        for (id, sku) in [("prod-1", "SKU-1"), ("prod-2", "SKU-2")] {
+            db_run!(&mut conn, |c| {
+                diesel::insert_into(p::products)
+                    .values((
+                        p::id.eq(id),
+                        p::sku.eq(sku),
+                        p::title.eq("Mug"),
+                        p::price_minor.eq(100_i64),
+                        p::currency_code.eq("EUR"),
+                        p::status.eq("ACTIVE"),
+                        p::created_at.eq(now),
+                        p::updated_at.eq(now),
+                    ))
+                    .execute(c)
+                    .await
+            })
+            .expect("insert");
+            // An `Insertable` row: diesel alone would prepare it anew on every call.
+            let stock = backbone_catalog::db::models::StockRow {
+                product_id: id.to_owned(),
+                on_hand: 5,
+                reserved: 0,
+                updated_at: None,
+            };
+            db_run!(&mut conn, |c| {
+                diesel::insert_into(backbone_catalog::db::schema::stock::table)
+                    .values(&stock)
+                    .prepared()
+                    .execute(c)
+                    .await
+            })
+            .expect("insert stock");
+        }
+        // Two shapes of one call site (a changeset with and without the price), three calls.
+        for (id, title, price) in [("prod-1", "Cup", None), ("prod-2", "Jug", None), ("prod-1", "Bowl", Some(250_i64))] {
+            #[derive(diesel::AsChangeset)]
+            #[diesel(table_name = backbone_catalog::db::schema::products)]
+            struct Change<'a> {
+                title: &'a str,
+                price_minor: Option<i64>,
+            }
+            let changed = db_run!(&mut conn, |c| {
+                diesel::update(p::products.find(id))
+                    .set(&Change { title, price_minor: price })
+                    .prepared()
+                    .execute(c)
+                    .await
+            })
+            .expect("update");
+            assert_eq!(changed, 1);
+        }
+        let rows: Vec<(String, String, i64)> = db_run!(&mut conn, |c| {
+            p::products.order(p::id).select((p::id, p::title, p::price_minor)).load(c).await
+        })
+        .expect("select");
+        assert_eq!(
+            rows,
+            [("prod-1".to_owned(), "Bowl".to_owned(), 250), ("prod-2".to_owned(), "Jug".to_owned(), 100)]
+        );
+
+        if backend == Backend::Postgres {
+            // The statements this connection keeps prepared: one per shape, none re-prepared per
+            // call; a write without `.prepared()` is prepared, run and closed each time.
+            let unprepared = db_run!(&mut conn, |c| {
+                diesel::update(p::products.find("prod-2")).set(p::title.eq("Pot")).execute(c).await
+            })
+            .expect("update");
+            assert_eq!(unprepared, 1);
+            #[derive(diesel::QueryableByName)]
+            struct Kept {
+                #[diesel(sql_type = Text)]
+                statement: String,
+                #[diesel(sql_type = BigInt)]
+                calls: i64,
+            }
+            let kept: Vec<Kept> = db_run!(&mut conn, |c| {
+                diesel::sql_query(
+                    "SELECT statement, generic_plans + custom_plans AS calls FROM pg_prepared_statements \
+                     WHERE statement LIKE 'INSERT INTO \"stock\"%' OR statement LIKE 'UPDATE \"products\"%' \
+                     ORDER BY statement",
+                )
+                .load(c)
+                .await
+            })
+            .expect("pg_prepared_statements");
+            let kept: Vec<(&str, i64)> = kept
+                .iter()
+                .map(|k| (k.statement.split(" WHERE").next().unwrap_or_default(), k.calls))
+                .collect();
+            assert_eq!(
+                kept,
+                [
+                    ("INSERT INTO \"stock\" (\"product_id\", \"on_hand\", \"reserved\", \"updated_at\") VALUES ($1, $2, $3, DEFAULT)", 2),
+                    ("UPDATE \"products\" SET \"title\" = $1", 2),
+                    ("UPDATE \"products\" SET \"title\" = $1, \"price_minor\" = $2", 1),
+                ],
+                "{kept:?}"
+            );
+        }
+    }
+}

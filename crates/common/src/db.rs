@@ -13,7 +13,10 @@ use std::{
     time::Duration,
 };
 
-use diesel::{ConnectionError, SqliteConnection};
+use diesel::{
+    ConnectionError, SqliteConnection,
+    query_builder::{AstPass, Query, QueryFragment, QueryId},
+};
 use diesel_async::{
     AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection,
     pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod, deadpool},
@@ -764,6 +767,53 @@ impl<E> From<diesel::result::Error> for TxError<E> {
     fn from(err: diesel::result::Error) -> Self {
         TxError::Diesel(err)
     }
+}
+
+/// A query whose prepared statement is kept in the connection's statement cache under its SQL
+/// text (see [`Prepared::prepared`]).
+#[derive(Debug, Clone, Copy)]
+pub struct PreparedBySql<Q>(Q);
+
+/// Keeps a write's prepared statement for the next time.
+///
+/// Diesel prepares every `INSERT` of an `Insertable` row, every `UPDATE` and every upsert anew
+/// on each call and throws it away after, because their SQL can vary with the values (`DEFAULT`
+/// for a `None`, a changeset's skipped columns). On PostgreSQL that is a round trip to parse and
+/// describe and a message to close, beside the one that runs it, and a parse and analysis on the
+/// server each time. `.prepared()` keys the statement by its SQL text instead, so each shape a
+/// call site can produce is prepared once per connection. Use it only where the shapes are
+/// bounded: a fixed set of columns, or a batch insert whose row count has a small, known ceiling.
+pub trait Prepared: Sized {
+    /// This query, its prepared statement cached under its SQL text.
+    fn prepared(self) -> PreparedBySql<Self> {
+        PreparedBySql(self)
+    }
+}
+
+impl<Q: QueryId> Prepared for Q {}
+
+impl<Q> QueryId for PreparedBySql<Q> {
+    type QueryId = ();
+    // No static id: the cache key is the SQL text (and bind types), never the Rust type.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q, DB> QueryFragment<DB> for PreparedBySql<Q>
+where
+    DB: diesel::backend::Backend,
+    Q: QueryFragment<DB>,
+{
+    fn walk_ast<'b>(&'b self, pass: AstPass<'_, 'b, DB>) -> diesel::QueryResult<()> {
+        self.0.walk_ast(pass)
+    }
+
+    fn is_safe_to_cache_prepared(&self, _backend: &DB) -> diesel::QueryResult<bool> {
+        Ok(true)
+    }
+}
+
+impl<Q: Query> Query for PreparedBySql<Q> {
+    type SqlType = Q::SqlType;
 }
 
 /// True if `err` is a unique-constraint violation.

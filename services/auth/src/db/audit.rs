@@ -1,6 +1,7 @@
 //! The audit log: written inside the transactions of the events it records (see the other
 //! modules), or alone here for events that change nothing else; listed newest first.
 
+use backbone_common::db::Prepared as _;
 use backbone_common::{
     db::{DbConn, DbError},
     db_run,
@@ -18,6 +19,7 @@ pub async fn insert(conn: &mut DbConn, row: &AuditRow) -> Result<(), DbError> {
     db_run!(conn, |c| {
         diesel::insert_into(audit_events::table)
             .values(row)
+            .prepared()
             .execute(c)
             .await
     })?;

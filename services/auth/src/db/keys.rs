@@ -1,6 +1,7 @@
 //! Signing keys: the active one, the published ones, and rotation (retire the active key and
 //! insert its successor in one transaction; a unique index keeps a single active key).
 
+use backbone_common::db::Prepared as _;
 use backbone_common::{
     db::{DbConn, DbError},
     db_run,
@@ -34,6 +35,7 @@ pub async fn insert_first(conn: &mut DbConn, key: &SigningKeyRow) -> Result<bool
     let result = db_run!(conn, |c| {
         diesel::insert_into(signing_keys::table)
             .values(key)
+            .prepared()
             .execute(c)
             .await
     });
@@ -60,15 +62,18 @@ pub async fn rotate(
                         signing_keys::retired_at.eq(Some(now)),
                     ))
                     .returning(signing_keys::kid)
+                    .prepared()
                     .get_result(tx)
                     .await
                     .optional()?;
             diesel::insert_into(signing_keys::table)
                 .values(key)
+                .prepared()
                 .execute(tx)
                 .await?;
             diesel::insert_into(audit_events::table)
                 .values(audit)
+                .prepared()
                 .execute(tx)
                 .await?;
             Ok::<_, diesel::result::Error>(retired)

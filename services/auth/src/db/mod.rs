@@ -6,6 +6,7 @@
 /// a function because the same body runs on either backend's connection type.
 macro_rules! revoke_user_sessions {
     ($tx:expr, $user_id:expr, $keep:expr, $reason:expr, $now:expr) => {{
+        use backbone_common::db::Prepared as _;
         use $crate::db::schema::sessions;
         diesel::update(
             sessions::table
@@ -17,6 +18,7 @@ macro_rules! revoke_user_sessions {
             sessions::revoked_at.eq($now),
             sessions::revoke_reason.eq($reason),
         ))
+        .prepared()
         .execute($tx)
     }};
 }

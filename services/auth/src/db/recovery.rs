@@ -1,6 +1,7 @@
 //! Email-verification and password-reset tokens (single use, hashed, expiring) and the outbox
 //! their messages go to.
 
+use backbone_common::db::Prepared as _;
 use backbone_common::{
     db::{DbConn, DbError},
     db_run,
@@ -26,11 +27,13 @@ pub async fn issue(
         c.transaction(async |tx| {
             diesel::insert_into(one_time_tokens::table)
                 .values(token)
+                .prepared()
                 .execute(tx)
                 .await?;
             if let Some(audit) = audit {
                 diesel::insert_into(audit_events::table)
                     .values(audit)
+                    .prepared()
                     .execute(tx)
                     .await?;
             }
@@ -46,6 +49,7 @@ pub async fn enqueue(conn: &mut DbConn, message: &OutboxRow) -> Result<(), DbErr
     db_run!(conn, |c| {
         diesel::insert_into(outbox::table)
             .values(message)
+            .prepared()
             .execute(c)
             .await
     })?;
@@ -91,6 +95,7 @@ pub async fn verify_email(
             )
             .set(one_time_tokens::used_at.eq(Some(now)))
             .returning((one_time_tokens::user_id, one_time_tokens::email))
+            .prepared()
             .get_result(tx)
             .await
             .optional()?;
@@ -107,6 +112,7 @@ pub async fn verify_email(
                 users::updated_at.eq(now),
                 users::version.eq(users::version + 1),
             ))
+            .prepared()
             .execute(tx)
             .await?;
             if verified == 0 {
@@ -117,6 +123,7 @@ pub async fn verify_email(
             audit.actor_id = Some(user_id.clone());
             diesel::insert_into(audit_events::table)
                 .values(&audit)
+                .prepared()
                 .execute(tx)
                 .await?;
             Ok::<_, diesel::result::Error>(Some(user_id))
@@ -147,6 +154,7 @@ pub async fn reset_password(
                     .filter(one_time_tokens::expires_at.gt(now)),
             )
             .set(one_time_tokens::used_at.eq(Some(now)))
+            .prepared()
             .execute(tx)
             .await?;
             if consumed == 0 {
@@ -158,12 +166,14 @@ pub async fn reset_password(
                     users::updated_at.eq(now),
                     users::version.eq(users::version + 1),
                 ))
+                .prepared()
                 .execute(tx)
                 .await?;
             let revoked =
                 super::revoke_user_sessions!(tx, user_id, "", "password_reset", now).await?;
             diesel::insert_into(audit_events::table)
                 .values(audit)
+                .prepared()
                 .execute(tx)
                 .await?;
             Ok::<_, diesel::result::Error>(Some(revoked))

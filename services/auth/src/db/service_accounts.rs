@@ -1,5 +1,6 @@
 //! Service accounts (OAuth client-credentials clients).
 
+use backbone_common::db::Prepared as _;
 use backbone_common::{
     db::{DbConn, DbError},
     db_run,
@@ -22,10 +23,12 @@ pub async fn create(
         c.transaction(async |tx| {
             diesel::insert_into(service_accounts::table)
                 .values(account)
+                .prepared()
                 .execute(tx)
                 .await?;
             diesel::insert_into(audit_events::table)
                 .values(audit)
+                .prepared()
                 .execute(tx)
                 .await?;
             Ok::<_, diesel::result::Error>(())

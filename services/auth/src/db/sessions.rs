@@ -2,6 +2,7 @@
 //! so of any number of parallel refreshes with the same token exactly one rotates it; the others
 //! find the successor it sealed.
 
+use backbone_common::db::Prepared as _;
 use backbone_common::{
     db::{DbConn, DbError},
     db_run,
@@ -31,14 +32,17 @@ pub async fn create(
         c.transaction(async |tx| {
             diesel::insert_into(sessions::table)
                 .values(session)
+                .prepared()
                 .execute(tx)
                 .await?;
             diesel::insert_into(refresh_tokens::table)
                 .values(refresh)
+                .prepared()
                 .execute(tx)
                 .await?;
             diesel::insert_into(audit_events::table)
                 .values(audit)
+                .prepared()
                 .execute(tx)
                 .await?;
             diesel::delete(login_throttles::table.find(clear))
@@ -114,6 +118,7 @@ pub async fn rotate(
                 refresh_tokens::successor_hash.eq(Some(&successor.token_hash)),
                 refresh_tokens::successor_sealed.eq(Some(sealed_pair)),
             ))
+            .prepared()
             .execute(tx)
             .await?;
             if claimed == 0 {
@@ -121,6 +126,7 @@ pub async fn rotate(
             }
             diesel::insert_into(refresh_tokens::table)
                 .values(successor)
+                .prepared()
                 .execute(tx)
                 .await?;
             diesel::update(sessions::table.find(&successor.session_id))
@@ -128,6 +134,7 @@ pub async fn rotate(
                     sessions::last_used_at.eq(now),
                     sessions::expires_at.eq(successor.expires_at),
                 ))
+                .prepared()
                 .execute(tx)
                 .await?;
             Ok::<_, diesel::result::Error>(true)
@@ -158,11 +165,13 @@ pub async fn revoke(
                 sessions::revoked_at.eq(now),
                 sessions::revoke_reason.eq(reason),
             ))
+            .prepared()
             .execute(tx)
             .await?;
             if revoked > 0 {
                 diesel::insert_into(audit_events::table)
                     .values(audit)
+                    .prepared()
                     .execute(tx)
                     .await?;
             }
@@ -187,6 +196,7 @@ pub async fn revoke_others(
                 super::revoke_user_sessions!(tx, user_id, keep, "revoked_by_user", now).await?;
             diesel::insert_into(audit_events::table)
                 .values(audit)
+                .prepared()
                 .execute(tx)
                 .await?;
             Ok::<_, diesel::result::Error>(revoked)

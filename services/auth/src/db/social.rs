@@ -1,5 +1,6 @@
 //! Social login: linked provider identities and the single-use state of flows in progress.
 
+use backbone_common::db::Prepared as _;
 use backbone_common::{
     db::{DbConn, DbError},
     db_run,
@@ -34,6 +35,7 @@ pub async fn insert_state(conn: &mut DbConn, state: &SocialLoginStateRow) -> Res
             .await?;
             diesel::insert_into(social_login_states::table)
                 .values(state)
+                .prepared()
                 .execute(tx)
                 .await?;
             Ok::<_, diesel::result::Error>(())
@@ -73,6 +75,7 @@ pub async fn consume_state(
                 .filter(social_login_states::expires_at.gt(now)),
         )
         .set(social_login_states::used_at.eq(now))
+        .prepared()
         .execute(c)
         .await
     })?;
@@ -158,23 +161,28 @@ pub async fn sign_up(conn: &mut DbConn, new: SocialSignUp<'_>) -> Result<(), Lin
         c.transaction(async |tx| {
             diesel::insert_into(users::table)
                 .values(new.user)
+                .prepared()
                 .execute(tx)
                 .await?;
             diesel::insert_into(social_identities::table)
                 .values(new.identity)
+                .prepared()
                 .execute(tx)
                 .await?;
             diesel::insert_into(sessions::table)
                 .values(new.session)
+                .prepared()
                 .execute(tx)
                 .await?;
             diesel::insert_into(refresh_tokens::table)
                 .values(new.refresh)
+                .prepared()
                 .execute(tx)
                 .await?;
             for audit in new.audits {
                 diesel::insert_into(audit_events::table)
                     .values(audit)
+                    .prepared()
                     .execute(tx)
                     .await?;
             }
@@ -194,10 +202,12 @@ pub async fn link(
         c.transaction(async |tx| {
             diesel::insert_into(social_identities::table)
                 .values(identity)
+                .prepared()
                 .execute(tx)
                 .await?;
             diesel::insert_into(audit_events::table)
                 .values(audit)
+                .prepared()
                 .execute(tx)
                 .await?;
             Ok(())

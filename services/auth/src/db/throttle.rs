@@ -2,6 +2,7 @@
 //! compare-and-set on the stored state, so parallel attempts are counted one by one and none
 //! slips past the limit.
 
+use backbone_common::db::Prepared as _;
 use backbone_common::{
     db::{DbConn, DbError},
     db_run,
@@ -54,6 +55,7 @@ pub async fn compare_and_set(
                     login_throttles::blocked_until.eq(next.blocked_until),
                 ))
                 .on_conflict_do_nothing()
+                .prepared()
                 .execute(c)
                 .await
         })?,
@@ -69,6 +71,7 @@ pub async fn compare_and_set(
                 login_throttles::last_attempt_at.eq(next.last_attempt_at),
                 login_throttles::blocked_until.eq(next.blocked_until),
             ))
+            .prepared()
             .execute(c)
             .await
         })?,

@@ -1,6 +1,7 @@
 //! Accounts: create, read, list and change users; changes that end sessions revoke them in the
 //! same transaction and write their audit row with them.
 
+use backbone_common::db::Prepared as _;
 use backbone_common::{
     db::{DbConn, DbError},
     db_run,
@@ -38,10 +39,12 @@ pub async fn create(
         c.transaction(async |tx| {
             diesel::insert_into(users::table)
                 .values(user)
+                .prepared()
                 .execute(tx)
                 .await?;
             diesel::insert_into(audit_events::table)
                 .values(audit)
+                .prepared()
                 .execute(tx)
                 .await?;
             Ok::<_, diesel::result::Error>(())
@@ -132,6 +135,7 @@ pub async fn set_display_name(
                 users::version.eq(users::version + 1),
             ))
             .returning(UserRow::as_returning())
+            .prepared()
             .get_result(c)
             .await
             .optional()
@@ -153,6 +157,7 @@ pub async fn upgrade_hash(
                 .filter(users::password_hash.eq(old_hash)),
         )
         .set(users::password_hash.eq(new_hash))
+        .prepared()
         .execute(c)
         .await
     })?;
@@ -180,6 +185,7 @@ pub async fn set_password(
                     users::updated_at.eq(now),
                     users::version.eq(users::version + 1),
                 ))
+                .prepared()
                 .execute(tx)
                 .await?;
             if updated == 0 {
@@ -188,6 +194,7 @@ pub async fn set_password(
             let revoked = super::revoke_user_sessions!(tx, id, keep, reason, now).await?;
             diesel::insert_into(audit_events::table)
                 .values(audit)
+                .prepared()
                 .execute(tx)
                 .await?;
             Ok::<_, diesel::result::Error>(Some(revoked))
@@ -213,12 +220,14 @@ pub async fn set_roles(
                     users::version.eq(users::version + 1),
                 ))
                 .returning(UserRow::as_returning())
+                .prepared()
                 .get_result(tx)
                 .await
                 .optional()?;
             if row.is_some() {
                 diesel::insert_into(audit_events::table)
                     .values(audit)
+                    .prepared()
                     .execute(tx)
                     .await?;
             }
@@ -246,6 +255,7 @@ pub async fn disable(
                     users::updated_at.eq(now),
                     users::version.eq(users::version + 1),
                 ))
+                .prepared()
                 .execute(tx)
                 .await?;
             let row = users::table
@@ -258,6 +268,7 @@ pub async fn disable(
             let revoked = super::revoke_user_sessions!(tx, id, "", "user_disabled", now).await?;
             diesel::insert_into(audit_events::table)
                 .values(audit)
+                .prepared()
                 .execute(tx)
                 .await?;
             Ok::<_, diesel::result::Error>(Some((row, revoked)))

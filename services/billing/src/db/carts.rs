@@ -1,6 +1,7 @@
 //! Carts: one per customer, changed in one transaction that also stores the answer under the
 //! request's idempotency key, so a change and its answer are never apart.
 
+use backbone_common::db::Prepared as _;
 use backbone_common::{
     db::{DbConn, DbError},
     db_run,
@@ -112,6 +113,7 @@ pub async fn change(
                 .on_conflict(carts::customer_id)
                 .do_update()
                 .set(carts::updated_at.eq(now))
+                .prepared()
                 .execute(tx)
                 .await?;
             match change {
@@ -137,6 +139,7 @@ pub async fn change(
                         cart_lines::quantity.le(MAX_QUANTITY - *quantity),
                     )
                     .returning(cart_lines::quantity)
+                    .prepared()
                     .get_result(tx)
                     .await
                     .optional()?;
@@ -154,6 +157,7 @@ pub async fn change(
                     } else {
                         diesel::update(line)
                             .set(cart_lines::quantity.eq(quantity))
+                            .prepared()
                             .execute(tx)
                             .await?
                     };
@@ -194,6 +198,7 @@ pub async fn change(
                 };
                 match diesel::insert_into(idempotency_keys::table)
                     .values(&done)
+                    .prepared()
                     .execute(tx)
                     .await
                 {

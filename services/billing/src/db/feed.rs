@@ -5,6 +5,7 @@
 //! turns, a number is only given to an event that has committed, and every number given later is
 //! higher, so a reader following `sequence` never skips an event.
 
+use backbone_common::db::Prepared as _;
 use backbone_common::db::{DbConn, DbError};
 use diesel::{ExpressionMethods as _, OptionalExtension as _, QueryDsl as _, sql_types::BigInt};
 use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
@@ -33,6 +34,7 @@ pub async fn number(conn: &mut DbConn, limit: i64) -> Result<usize, DbError> {
                 let last: i64 = diesel::update(counters::table.find("event"))
                     .set(counters::value.eq(counters::value))
                     .returning(counters::value)
+                    .prepared()
                     .get_result(tx)
                     .await?;
                 let count = diesel::sql_query($sql)
@@ -43,6 +45,7 @@ pub async fn number(conn: &mut DbConn, limit: i64) -> Result<usize, DbError> {
                 if count > 0 {
                     diesel::update(counters::table.find("event"))
                         .set(counters::value.eq(last + i64::try_from(count).unwrap_or(i64::MAX)))
+                        .prepared()
                         .execute(tx)
                         .await?;
                 }

@@ -1,6 +1,7 @@
 //! Idempotency keys: claimed before a request runs, answered when it ends, pruned after the
 //! retention period. The primary key (caller, key) decides which of two racing requests runs.
 
+use backbone_common::db::Prepared as _;
 use backbone_common::{
     db::{DbConn, DbError},
     db_run,
@@ -56,6 +57,7 @@ pub async fn claim(conn: &mut DbConn, record: &IdempotencyRecord) -> Result<Clai
     let inserted = db_run!(conn, |c| {
         diesel::insert_into(idempotency_keys::table)
             .values(record)
+            .prepared()
             .execute(c)
             .await
     });
@@ -86,6 +88,7 @@ pub async fn take_over(
             .filter(idempotency_keys::state.eq("RUNNING"))
             .filter(idempotency_keys::locked_until.eq(seen))
             .set(idempotency_keys::locked_until.eq(until))
+            .prepared()
             .execute(c)
             .await
     })?;
@@ -101,6 +104,7 @@ pub async fn answer(conn: &mut DbConn, answer: &StoredAnswer) -> Result<(), DbEr
                 idempotency_keys::status_code.eq(Some(answer.status_code)),
                 idempotency_keys::response.eq(Some(&answer.response)),
             ))
+            .prepared()
             .execute(c)
             .await
     })?;

@@ -4,6 +4,7 @@
 //! ledger entries, and the events describing every changed subject, appended last without a
 //! sequence (the feed's [numberer](super::feed) gives them one after they commit).
 
+use backbone_common::db::Prepared as _;
 use backbone_common::{
     db::{DbConn, DbError},
     db_run,
@@ -213,6 +214,7 @@ macro_rules! take_numbers {
         let last: i64 = diesel::update(counters::table.find($name))
             .set(counters::value.eq(counters::value + $count))
             .returning(counters::value)
+            .prepared()
             .get_result(&mut *$tx)
             .await?;
         last - $count + 1
@@ -237,6 +239,7 @@ impl InsertRows for backbone_common::db::PgConn {
         if !rows.is_empty() {
             diesel::insert_into(events::table)
                 .values(rows)
+                .prepared()
                 .execute(self)
                 .await?;
         }
@@ -247,6 +250,7 @@ impl InsertRows for backbone_common::db::PgConn {
         if !rows.is_empty() {
             diesel::insert_into(ledger_entries::table)
                 .values(rows)
+                .prepared()
                 .execute(self)
                 .await?;
         }
@@ -259,6 +263,7 @@ impl InsertRows for backbone_common::db::SqliteConn {
         for row in rows {
             diesel::insert_into(events::table)
                 .values(row)
+                .prepared()
                 .execute(self)
                 .await?;
         }
@@ -269,6 +274,7 @@ impl InsertRows for backbone_common::db::SqliteConn {
         for row in rows {
             diesel::insert_into(ledger_entries::table)
                 .values(row)
+                .prepared()
                 .execute(self)
                 .await?;
         }
@@ -337,17 +343,20 @@ pub async fn apply(conn: &mut DbConn, plan: &Plan) -> Result<Applied, PlanError>
             if let Some(NewOrder { order, lines, key }) = &plan.new_order {
                 diesel::insert_into(orders::table)
                     .values(order)
+                    .prepared()
                     .execute(tx)
                     .await?;
                 for line in lines {
                     diesel::insert_into(order_lines::table)
                         .values(line)
+                        .prepared()
                         .execute(tx)
                         .await?;
                 }
                 if let Some((caller, request_key)) = key {
                     diesel::update(idempotency_keys::table.find((caller, request_key)))
                         .set(idempotency_keys::order_id.eq(Some(&order.id)))
+                        .prepared()
                         .execute(tx)
                         .await?;
                 }
@@ -377,6 +386,7 @@ pub async fn apply(conn: &mut DbConn, plan: &Plan) -> Result<Applied, PlanError>
                         orders::refunded_minor.eq(orders::refunded_minor + change.refunded_add),
                     ))
                     .returning(OrderRow::as_returning())
+                    .prepared()
                     .get_result(tx)
                     .await
                     .optional()?;
@@ -399,6 +409,7 @@ pub async fn apply(conn: &mut DbConn, plan: &Plan) -> Result<Applied, PlanError>
                         payments::refunded_minor.eq(payments::refunded_minor + change.refunded_add),
                     ))
                     .returning(PaymentRow::as_returning())
+                    .prepared()
                     .get_result(tx)
                     .await
                     .optional()?;
@@ -410,6 +421,7 @@ pub async fn apply(conn: &mut DbConn, plan: &Plan) -> Result<Applied, PlanError>
             if let Some(refund) = &plan.new_refund {
                 diesel::insert_into(refunds::table)
                     .values(refund)
+                    .prepared()
                     .execute(tx)
                     .await?;
             }
@@ -422,6 +434,7 @@ pub async fn apply(conn: &mut DbConn, plan: &Plan) -> Result<Applied, PlanError>
                         refunds::gateway_refund_id.eq(gateway_id),
                         refunds::updated_at.eq(now),
                     ))
+                    .prepared()
                     .execute(tx)
                     .await?;
                 if moved == 0 {
@@ -431,6 +444,7 @@ pub async fn apply(conn: &mut DbConn, plan: &Plan) -> Result<Applied, PlanError>
             if let Some(payment) = &plan.new_payment {
                 diesel::insert_into(payments::table)
                     .values(payment)
+                    .prepared()
                     .execute(tx)
                     .await?;
                 seen.payment = Some(payment.clone());
@@ -446,6 +460,7 @@ pub async fn apply(conn: &mut DbConn, plan: &Plan) -> Result<Applied, PlanError>
                         invoices::refunded_minor.eq(invoices::refunded_minor + change.refunded_add),
                     ))
                     .returning(InvoiceRow::as_returning())
+                    .prepared()
                     .get_result(tx)
                     .await
                     .optional()?;
@@ -457,6 +472,7 @@ pub async fn apply(conn: &mut DbConn, plan: &Plan) -> Result<Applied, PlanError>
                 row.number = domain::document_number("CN", n);
                 diesel::insert_into(credit_notes::table)
                     .values(&row)
+                    .prepared()
                     .execute(tx)
                     .await?;
             }
@@ -472,12 +488,14 @@ pub async fn apply(conn: &mut DbConn, plan: &Plan) -> Result<Applied, PlanError>
                     if gone == 0 {
                         diesel::update(line)
                             .set(cart_lines::quantity.eq(cart_lines::quantity - quantity))
+                            .prepared()
                             .execute(tx)
                             .await?;
                     }
                 }
                 diesel::update(carts::table.find(customer))
                     .set(carts::updated_at.eq(now))
+                    .prepared()
                     .execute(tx)
                     .await?;
             }
@@ -590,6 +608,7 @@ pub async fn apply(conn: &mut DbConn, plan: &Plan) -> Result<Applied, PlanError>
                 row.number = domain::document_number("INV", n);
                 diesel::insert_into(invoices::table)
                     .values(&row)
+                    .prepared()
                     .execute(tx)
                     .await?;
                 let record = InvoiceRecord {
@@ -628,6 +647,7 @@ pub async fn apply(conn: &mut DbConn, plan: &Plan) -> Result<Applied, PlanError>
                     idempotency_keys::status_code.eq(Some(0)),
                     idempotency_keys::response.eq(Some(response)),
                 ))
+                .prepared()
                 .execute(tx)
                 .await?;
                 applied.answered = true;

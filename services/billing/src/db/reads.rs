@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use backbone_common::db::Prepared as _;
 use backbone_common::{
     db::{DbConn, DbError},
     db_run,
@@ -373,6 +374,7 @@ pub async fn lease_order(
         diesel::update(orders::table.find(id))
             .filter(orders::locked_until.eq(seen))
             .set(orders::locked_until.eq(until))
+            .prepared()
             .execute(c)
             .await
     })?;
@@ -391,6 +393,7 @@ pub async fn lease_refund(
             .filter(refunds::locked_until.eq(seen))
             .filter(refunds::status.eq(RefundStatus::Pending.as_str()))
             .set(refunds::locked_until.eq(until))
+            .prepared()
             .execute(c)
             .await
     })?;

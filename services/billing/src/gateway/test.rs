@@ -6,6 +6,7 @@
 //!   as a provider's outage would, so only a later lookup learns the outcome;
 //! - `tok_timeout` captures the charge and then never answers in time.
 
+use backbone_common::db::Prepared as _;
 use backbone_common::{
     db::{Database, DbError, TxError, is_unique_violation},
     db_run,
@@ -87,6 +88,7 @@ impl TestGateway {
                     charges::amount_minor.eq(request.amount_minor),
                     charges::created_at.eq(domain::now()),
                 ))
+                .prepared()
                 .execute(c)
                 .await
         });
@@ -123,6 +125,7 @@ impl TestGateway {
                         charges::refunded_minor.le(charges::amount_minor - request.amount_minor),
                     )
                     .set(charges::refunded_minor.eq(charges::refunded_minor + request.amount_minor))
+                    .prepared()
                     .execute(tx)
                     .await?;
                 if moved == 0 {
@@ -136,6 +139,7 @@ impl TestGateway {
                         refunds::amount_minor.eq(request.amount_minor),
                         refunds::created_at.eq(domain::now()),
                     ))
+                    .prepared()
                     .execute(tx)
                     .await?;
                 Ok(id.clone())

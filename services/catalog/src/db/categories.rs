@@ -1,6 +1,7 @@
 //! The category tree: create, read, update (moves checked for cycles inside the transaction),
 //! list by slug, and delete while unused.
 
+use backbone_common::db::Prepared as _;
 use backbone_common::{
     db::{DbConn, DbError},
     db_run,
@@ -73,6 +74,7 @@ pub async fn create(conn: &mut DbConn, row: &CategoryRow) -> Result<(), Category
             }
             diesel::insert_into(categories::table)
                 .values(row)
+                .prepared()
                 .execute(tx)
                 .await?;
             Ok(())
@@ -164,18 +166,21 @@ pub async fn update(
             if let Some(slug) = &changes.slug {
                 diesel::update(categories::table.find(id))
                     .set(categories::slug.eq(slug))
+                    .prepared()
                     .execute(tx)
                     .await?;
             }
             if let Some(name) = &changes.name {
                 diesel::update(categories::table.find(id))
                     .set(categories::name.eq(name))
+                    .prepared()
                     .execute(tx)
                     .await?;
             }
             if let Some(parent) = &changes.parent_id {
                 diesel::update(categories::table.find(id))
                     .set(categories::parent_id.eq(parent))
+                    .prepared()
                     .execute(tx)
                     .await?;
             }

@@ -1,6 +1,7 @@
 //! Products and their category links: create, read, update, and keyset-paged listing with
 //! filters. A product is created with its (empty) stock row in the same transaction.
 
+use backbone_common::db::Prepared as _;
 use backbone_common::{
     db::{DbConn, DbError, ReadConn},
     db_run, keyset, read_run,
@@ -98,6 +99,7 @@ pub async fn create(
         c.transaction(async |tx| {
             diesel::insert_into(products::table)
                 .values(product)
+                .prepared()
                 .execute(tx)
                 .await?;
             let missing = missing_categories!(tx, category_ids).await?;
@@ -107,11 +109,13 @@ pub async fn create(
             for link in &links {
                 diesel::insert_into(product_categories::table)
                     .values(link.clone())
+                    .prepared()
                     .execute(tx)
                     .await?;
             }
             diesel::insert_into(stock::table)
                 .values(&empty)
+                .prepared()
                 .execute(tx)
                 .await?;
             Ok(())
@@ -191,6 +195,7 @@ pub async fn update(
                             product_categories::product_id.eq(id),
                             product_categories::category_id.eq(category),
                         ))
+                        .prepared()
                         .execute(tx)
                         .await?;
                 }

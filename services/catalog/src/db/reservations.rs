@@ -4,6 +4,7 @@
 //! while enough units are available. Leaving HELD is a conditional update on the state, so a
 //! reservation is committed, released or expired at most once, whoever races.
 
+use backbone_common::db::Prepared as _;
 use backbone_common::{
     db::{DbConn, DbError},
     db_run,
@@ -69,6 +70,7 @@ pub async fn reserve(
         c.transaction(async |tx| {
             let inserted = diesel::insert_into(reservations::table)
                 .values(reservation)
+                .prepared()
                 .execute(tx)
                 .await;
             match inserted {
@@ -97,6 +99,7 @@ pub async fn reserve(
                     stock::reserved.eq(stock::reserved + item.quantity),
                     stock::updated_at.eq(Some(reservation.created_at)),
                 ))
+                .prepared()
                 .execute(tx)
                 .await?;
                 if held == 0 {
@@ -127,6 +130,7 @@ pub async fn reserve(
             for item in items {
                 diesel::insert_into(reservation_items::table)
                     .values(item)
+                    .prepared()
                     .execute(tx)
                     .await?;
             }
@@ -240,6 +244,7 @@ pub async fn finish(
                             stock::updated_at.eq(Some(now)),
                         ))
                         .returning(stock::on_hand)
+                        .prepared()
                         .get_result(tx)
                         .await?;
                     diesel::insert_into(stock_movements::table)
@@ -254,6 +259,7 @@ pub async fn finish(
                             actor_id: actor_id.to_owned(),
                             created_at: now,
                         })
+                        .prepared()
                         .execute(tx)
                         .await?;
                 } else {
@@ -262,6 +268,7 @@ pub async fn finish(
                             stock::reserved.eq(stock::reserved - item.quantity),
                             stock::updated_at.eq(Some(now)),
                         ))
+                        .prepared()
                         .execute(tx)
                         .await?;
                 }

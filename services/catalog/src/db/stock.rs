@@ -1,6 +1,7 @@
 //! Stock levels and movements. Every change is one conditional update whose WHERE clause keeps
 //! the invariant, backed by the table's CHECK constraints (on_hand >= reserved >= 0).
 
+use backbone_common::db::Prepared as _;
 use backbone_common::{
     db::{DbConn, DbError},
     db_run,
@@ -75,6 +76,7 @@ pub async fn adjust(conn: &mut DbConn, adjustment: &Adjustment) -> Result<Adjust
                 stock::updated_at.eq(Some(movement.created_at)),
             ))
             .returning(StockRow::as_returning())
+            .prepared()
             .get_result(tx)
             .await
             .optional()?;
@@ -96,6 +98,7 @@ pub async fn adjust(conn: &mut DbConn, adjustment: &Adjustment) -> Result<Adjust
             };
             diesel::insert_into(stock_movements::table)
                 .values(&stored)
+                .prepared()
                 .execute(tx)
                 .await?;
             if let Some((key, fingerprint)) = &adjustment.request {
@@ -107,6 +110,7 @@ pub async fn adjust(conn: &mut DbConn, adjustment: &Adjustment) -> Result<Adjust
                         stock_adjustment_requests::movement_id.eq(&movement.id),
                         stock_adjustment_requests::created_at.eq(movement.created_at),
                     ))
+                    .prepared()
                     .execute(tx)
                     .await;
                 if let Err(err) = claimed {
