@@ -225,24 +225,11 @@ on_both_backends! {
         use diesel::sql_types::{BigInt, Text};
         let db = TestDb::new(backend).await;
         let (_database, mut conn) = migrated_catalog(&db).await;
-        let now = chrono::Utc::now().naive_utc();
-        for (id, sku) in [("prod-1", "SKU-1"), ("prod-2", "SKU-2")] {
-            db_run!(&mut conn, |c| {
-                diesel::insert_into(p::products)
-                    .values((
-                        p::id.eq(id),
-                        p::sku.eq(sku),
-                        p::title.eq("Mug"),
-                        p::price_minor.eq(100_i64),
-                        p::currency_code.eq("EUR"),
-                        p::status.eq("ACTIVE"),
-                        p::created_at.eq(now),
-                        p::updated_at.eq(now),
-                    ))
-                    .execute(c)
-                    .await
-            })
-            .expect("insert");
+        let products = "INSERT INTO products (id, sku, title, price_minor, currency_code, status, created_at, updated_at) VALUES \
+            ('prod-1', 'SKU-1', 'Mug', 100, 'EUR', 'ACTIVE', '2026-01-01 00:00:00', '2026-01-01 00:00:00'), \
+            ('prod-2', 'SKU-2', 'Mug', 100, 'EUR', 'ACTIVE', '2026-01-01 00:00:00', '2026-01-01 00:00:00');";
+        db_run!(&mut conn, |c| c.batch_execute(products).await).expect("products");
+        for id in ["prod-1", "prod-2"] {
             // An `Insertable` row: diesel alone would prepare it anew on every call.
             let stock = backbone_catalog::db::models::StockRow {
                 product_id: id.to_owned(),

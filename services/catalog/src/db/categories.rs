@@ -137,6 +137,7 @@ pub async fn update(
                     categories::version.eq(categories::version + 1),
                     categories::updated_at.eq(now),
                 ))
+                .prepared()
                 .execute(tx)
                 .await?;
             if bumped == 0 {

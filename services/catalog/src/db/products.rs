@@ -164,6 +164,8 @@ pub async fn update(
                     products::version.eq(products::version + 1),
                 ))
                 .returning(ProductRow::as_returning())
+                // Not `.prepared()`: the field mask picks the columns, so a caller could make
+                // hundreds of shapes; an update of a product is rare enough to prepare each time.
                 .get_result(tx)
                 .await
                 .optional()?;

@@ -223,6 +223,7 @@ pub async fn finish(
                     reservations::finished_at.eq(Some(now)),
                 ))
                 .returning(ReservationRow::as_returning())
+                .prepared()
                 .get_result(tx)
                 .await
                 .optional()?;
