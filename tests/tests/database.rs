@@ -314,3 +314,86 @@ on_both_backends! {
         }
     }
 }
+
+on_both_backends! {
+    async fn pipelined_steps_each_answer_and_a_failing_one_rolls_back_the_transaction_with_its_own_error(backend: Backend) {
+        use backbone_catalog::db::schema::products::dsl as p;
+        use diesel_async::AsyncConnection as _;
+        let db = TestDb::new(backend).await;
+        let (_database, mut conn) = migrated_catalog(&db).await;
+        let now = chrono::Utc::now().naive_utc();
+        let product = |n: u32, sku: &str| {
+            (
+                p::id.eq(format!("0193a5b0-0000-7000-8000-00000000000{n}")),
+                p::sku.eq(sku.to_owned()),
+                p::title.eq(format!("Product {n}")),
+                p::price_minor.eq(100_i64),
+                p::currency_code.eq("EUR"),
+                p::status.eq("ACTIVE"),
+                p::created_at.eq(now),
+                p::updated_at.eq(now),
+            )
+        };
+
+        // Independent steps in one transaction: each gives its own value, in step order.
+        let answers = db_run!(&mut conn, |c| {
+            c.transaction::<_, diesel::result::Error, _>(async |tx| {
+                pipeline!(
+                    tx,
+                    h,
+                    diesel::insert_into(p::products).values(product(1, "SKU-1")).execute(h).await,
+                    {
+                        let two = diesel::insert_into(p::products).values(product(2, "SKU-2")).execute(h).await?;
+                        // Later in the same step: sees its own step's row.
+                        let raised = diesel::update(p::products.filter(p::sku.eq("SKU-2")))
+                            .set(p::price_minor.eq(250_i64))
+                            .execute(h)
+                            .await?;
+                        diesel::QueryResult::Ok((two, raised))
+                    },
+                    diesel::insert_into(p::products).values(product(3, "SKU-3")).execute(h).await,
+                )
+            })
+            .await
+        })
+        .expect("pipeline");
+        assert_eq!(answers, (1, (1, 1), 1));
+
+        // A step that fails: the error is its own (not "transaction aborted" from a statement
+        // sent after it), and nothing of the transaction stays, other steps' writes included.
+        let refused = db_run!(&mut conn, |c| {
+            c.transaction::<_, diesel::result::Error, _>(async |tx| {
+                pipeline!(
+                    tx,
+                    h,
+                    diesel::update(p::products.filter(p::sku.eq("SKU-1")))
+                        .set(p::title.eq("Renamed"))
+                        .execute(h)
+                        .await,
+                    diesel::insert_into(p::products).values(product(4, "SKU-2")).execute(h).await,
+                    diesel::insert_into(p::products).values(product(5, "SKU-5")).execute(h).await,
+                )
+            })
+            .await
+        });
+        assert!(
+            matches!(
+                refused,
+                Err(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _))
+            ),
+            "{refused:?}"
+        );
+        let rows: Vec<(String, String, i64)> = db_run!(&mut conn, |c| {
+            p::products.order(p::sku).select((p::sku, p::title, p::price_minor)).load(c).await
+        })
+        .expect("select");
+        assert_eq!(
+            rows,
+            vec![
+                ("SKU-1".to_owned(), "Product 1".to_owned(), 100),
+                ("SKU-2".to_owned(), "Product 2".to_owned(), 250),
+                ("SKU-3".to_owned(), "Product 3".to_owned(), 100),
+            ]
+        );
+    }
+}

@@ -34,6 +34,9 @@ use crate::{
 
 /// An async PostgreSQL connection.
 pub type PgConn = AsyncPgConnection;
+
+#[doc(hidden)]
+pub use futures as __futures;
 /// An SQLite connection run on the blocking pool behind an async face.
 pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
 
@@ -246,19 +249,71 @@ impl std::fmt::Debug for DbConn {
 /// Runs the same Diesel body against whichever connection is live. The body sees `$c` as
 /// `&mut PgConn` or `&mut SqliteConn`; dialect-specific SQL belongs in explicit per-backend arms
 /// (`match conn { DbConn::Postgres(c) => ..., DbConn::Sqlite(c) => ... }`), not here.
+///
+/// The body may also use `pipeline!(conn, h, step, step, ...)`: statements that do not depend on
+/// each other's results. Each step is an expression (a block, say) that awaits its statements on
+/// `h`, a handle of `conn`, and gives a `QueryResult`; `pipeline!` gives `QueryResult<(each step's
+/// value, ...)>`. On PostgreSQL the steps run at once on the one connection, so their statements
+/// go out before the first answer is read: one round trip for all of them, in the same
+/// transaction. On SQLite they run one after the other. Which step's statement reaches the server
+/// first is not fixed (one that must still be prepared waits for that), so statements that must
+/// run in order (a row, then the rows that refer to it) go in the same step. A step may use `?`
+/// but not `return` (on SQLite that would leave the whole `pipeline!`).
 #[macro_export]
 macro_rules! db_run {
     ($conn:expr, |$c:ident| $body:expr) => {
+        $crate::__db_run!(($) $conn, |$c| $body)
+    };
+}
+
+/// [`db_run!`](crate::db_run) with a `$` token to define `pipeline!` with.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __db_run {
+    (($d:tt) $conn:expr, |$c:ident| $body:expr) => {
         match $conn {
             $crate::db::DbConn::Postgres(pooled) => {
+                #[allow(unused_macros)]
+                macro_rules! pipeline { ($d($d t:tt)*) => { $crate::__pipeline_pg!($d($d t)*) } }
                 let $c: &mut $crate::db::PgConn = &mut *pooled;
                 $body
             }
             $crate::db::DbConn::Sqlite(pooled) => {
+                #[allow(unused_macros)]
+                macro_rules! pipeline { ($d($d t:tt)*) => { $crate::__pipeline_sqlite!($d($d t)*) } }
                 let $c: &mut $crate::db::SqliteConn = &mut *pooled;
                 $body
             }
         }
+    };
+}
+
+/// `pipeline!` on PostgreSQL: the steps polled together on shared handles of one connection.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __pipeline_pg {
+    ($tx:expr, $h:ident, $($step:expr),+ $(,)?) => {{
+        let shared: &$crate::db::PgConn = &*$tx;
+        $crate::db::__futures::try_join!($(async {
+            let mut handle = shared;
+            let $h = &mut handle;
+            $step
+        }),+)
+    }};
+}
+
+/// `pipeline!` on SQLite: the steps one after the other.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __pipeline_sqlite {
+    ($tx:expr, $h:ident, $($step:expr),+ $(,)?) => {
+        async {
+            ::core::result::Result::<_, ::diesel::result::Error>::Ok(($({
+                let $h = &mut *$tx;
+                $step?
+            },)+))
+        }
+        .await
     };
 }
 

@@ -234,7 +234,7 @@ trait InsertRows {
     ) -> impl Future<Output = diesel::QueryResult<()>> + Send;
 }
 
-impl InsertRows for backbone_common::db::PgConn {
+impl InsertRows for &backbone_common::db::PgConn {
     async fn insert_events(&mut self, rows: &[NewEvent]) -> diesel::QueryResult<()> {
         if !rows.is_empty() {
             diesel::insert_into(events::table)
@@ -340,161 +340,219 @@ pub async fn apply(conn: &mut DbConn, plan: &Plan) -> Result<Applied, PlanError>
             };
             let mut applied = Applied::default();
             // Writes come first, so the transaction holds the write lock from its first statement.
-            if let Some(NewOrder { order, lines, key }) = &plan.new_order {
-                diesel::insert_into(orders::table)
-                    .values(order)
-                    .prepared()
-                    .execute(tx)
-                    .await?;
-                for line in lines {
-                    diesel::insert_into(order_lines::table)
-                        .values(line)
+            // They do not read each other's results, so they go out together (one round trip on
+            // PostgreSQL); a row and the rows referring to it share a block, which keeps them in order.
+            let (_, _, order, payment, refund_moved, invoice, _, _, _) = pipeline!(
+                tx,
+                h,
+                {
+                    if let Some(NewOrder { order, lines, .. }) = &plan.new_order {
+                        diesel::insert_into(orders::table)
+                            .values(order)
+                            .prepared()
+                            .execute(h)
+                            .await?;
+                        for line in lines {
+                            diesel::insert_into(order_lines::table)
+                                .values(line)
+                                .prepared()
+                                .execute(h)
+                                .await?;
+                        }
+                    }
+                    diesel::QueryResult::Ok(())
+                },
+                {
+                    if let Some(NewOrder {
+                        order,
+                        key: Some((caller, request_key)),
+                        ..
+                    }) = &plan.new_order
+                    {
+                        diesel::update(idempotency_keys::table.find((caller, request_key)))
+                            .set(idempotency_keys::order_id.eq(Some(&order.id)))
+                            .prepared()
+                            .execute(h)
+                            .await?;
+                    }
+                    diesel::QueryResult::Ok(())
+                },
+                async {
+                    let Some(change) = &plan.order else {
+                        return diesel::QueryResult::Ok(None);
+                    };
+                    let mut target = diesel::update(orders::table)
+                        .filter(orders::id.eq(&change.order_id))
+                        .into_boxed();
+                    if !change.from.is_empty() {
+                        target = target.filter(orders::status.eq_any(&change.from));
+                    }
+                    // One statement: the CHECKs see the row whole (a paid order with its stock
+                    // committed), and the guard and the change cannot be split.
+                    target
+                        .set((
+                            OrderSet {
+                                status: change.status,
+                                status_reason: change.status_reason.as_deref(),
+                                stock_state: change.stock_state,
+                                invoice_id: change.invoice_id.as_deref().map(Some),
+                                payment_id: change.payment_id.as_deref().map(Some),
+                                locked_until: change.locked_until,
+                                updated_at: now,
+                            },
+                            orders::refunded_minor.eq(orders::refunded_minor + change.refunded_add),
+                        ))
+                        .returning(OrderRow::as_returning())
                         .prepared()
-                        .execute(tx)
-                        .await?;
+                        .get_result::<OrderRow>(h)
+                        .await
+                        .optional()
+                        .map(Some)
                 }
-                if let Some((caller, request_key)) = key {
-                    diesel::update(idempotency_keys::table.find((caller, request_key)))
-                        .set(idempotency_keys::order_id.eq(Some(&order.id)))
+                .await,
+                async {
+                    let Some(change) = &plan.payment else {
+                        return diesel::QueryResult::Ok(None);
+                    };
+                    diesel::update(payments::table)
+                        .filter(payments::id.eq(&change.id))
+                        .filter(payments::status.eq(change.from))
+                        .set((
+                            PaymentSet {
+                                status: change.status,
+                                gateway_payment_id: change.gateway_payment_id.as_deref(),
+                                failure_reason: change.failure_reason.as_deref(),
+                                updated_at: now,
+                            },
+                            payments::refunded_minor
+                                .eq(payments::refunded_minor + change.refunded_add),
+                        ))
+                        .returning(PaymentRow::as_returning())
                         .prepared()
-                        .execute(tx)
-                        .await?;
+                        .get_result::<PaymentRow>(h)
+                        .await
+                        .optional()
+                        .map(Some)
                 }
+                .await,
+                async {
+                    // A new refund and a refund leaving PENDING never come in the same plan.
+                    if let Some(refund) = &plan.new_refund {
+                        diesel::insert_into(refunds::table)
+                            .values(refund)
+                            .prepared()
+                            .execute(h)
+                            .await?;
+                    }
+                    let Some((id, status, gateway_id)) = &plan.refund else {
+                        return diesel::QueryResult::Ok(None);
+                    };
+                    diesel::update(refunds::table)
+                        .filter(refunds::id.eq(id))
+                        .filter(refunds::status.eq(domain::RefundStatus::Pending.as_str()))
+                        .set((
+                            refunds::status.eq(*status),
+                            refunds::gateway_refund_id.eq(gateway_id),
+                            refunds::updated_at.eq(now),
+                        ))
+                        .prepared()
+                        .execute(h)
+                        .await
+                        .map(Some)
+                }
+                .await,
+                async {
+                    let Some(change) = &plan.invoice else {
+                        return diesel::QueryResult::Ok(None);
+                    };
+                    diesel::update(invoices::table.find(&change.id))
+                        .set((
+                            InvoiceSet {
+                                status: change.status,
+                                paid_minor: change.paid_minor,
+                                updated_at: now,
+                            },
+                            invoices::refunded_minor
+                                .eq(invoices::refunded_minor + change.refunded_add),
+                        ))
+                        .returning(InvoiceRow::as_returning())
+                        .prepared()
+                        .get_result::<InvoiceRow>(h)
+                        .await
+                        .optional()
+                }
+                .await,
+                {
+                    if let Some(payment) = &plan.new_payment {
+                        diesel::insert_into(payments::table)
+                            .values(payment)
+                            .prepared()
+                            .execute(h)
+                            .await?;
+                    }
+                    h.insert_ledger(&plan.ledger).await
+                },
+                {
+                    // A line raised while the checkout ran keeps the difference: it is deleted
+                    // only if no more than the order bought is left, else lowered.
+                    if let Some((customer, bought)) = &plan.clear_cart {
+                        for (product, quantity) in bought {
+                            let line = cart_lines::table
+                                .filter(cart_lines::customer_id.eq(customer))
+                                .filter(cart_lines::product_id.eq(product));
+                            let gone =
+                                diesel::delete(line.filter(cart_lines::quantity.le(quantity)))
+                                    .execute(h)
+                                    .await?;
+                            if gone == 0 {
+                                diesel::update(line)
+                                    .set(cart_lines::quantity.eq(cart_lines::quantity - quantity))
+                                    .prepared()
+                                    .execute(h)
+                                    .await?;
+                            }
+                        }
+                    }
+                    diesel::QueryResult::Ok(())
+                },
+                {
+                    if let Some((customer, _)) = &plan.clear_cart {
+                        diesel::update(carts::table.find(customer))
+                            .set(carts::updated_at.eq(now))
+                            .prepared()
+                            .execute(h)
+                            .await?;
+                    }
+                    diesel::QueryResult::Ok(())
+                },
+            )?;
+            // A guarded change that matched nothing: someone else moved the order first.
+            if matches!(order, Some(None))
+                || matches!(payment, Some(None))
+                || refund_moved == Some(0)
+            {
+                return Err(TxError::Abort(()));
+            }
+            if let Some(NewOrder { order, lines, .. }) = &plan.new_order {
                 seen.order = Some(order.clone());
                 seen.lines = Some((order.id.clone(), lines.clone()));
             }
-            if let Some(change) = &plan.order {
-                let mut target = diesel::update(orders::table)
-                    .filter(orders::id.eq(&change.order_id))
-                    .into_boxed();
-                if !change.from.is_empty() {
-                    target = target.filter(orders::status.eq_any(&change.from));
-                }
-                // One statement: the CHECKs see the row whole (a paid order with its stock
-                // committed), and the guard and the change cannot be split.
-                let moved: Option<OrderRow> = target
-                    .set((
-                        OrderSet {
-                            status: change.status,
-                            status_reason: change.status_reason.as_deref(),
-                            stock_state: change.stock_state,
-                            invoice_id: change.invoice_id.as_deref().map(Some),
-                            payment_id: change.payment_id.as_deref().map(Some),
-                            locked_until: change.locked_until,
-                            updated_at: now,
-                        },
-                        orders::refunded_minor.eq(orders::refunded_minor + change.refunded_add),
-                    ))
-                    .returning(OrderRow::as_returning())
-                    .prepared()
-                    .get_result(tx)
-                    .await
-                    .optional()?;
-                match moved {
-                    Some(order) => seen.order = Some(order),
-                    None => return Err(TxError::Abort(())),
-                }
+            if let Some(order) = order.flatten() {
+                seen.order = Some(order);
             }
-            if let Some(change) = &plan.payment {
-                let moved: Option<PaymentRow> = diesel::update(payments::table)
-                    .filter(payments::id.eq(&change.id))
-                    .filter(payments::status.eq(change.from))
-                    .set((
-                        PaymentSet {
-                            status: change.status,
-                            gateway_payment_id: change.gateway_payment_id.as_deref(),
-                            failure_reason: change.failure_reason.as_deref(),
-                            updated_at: now,
-                        },
-                        payments::refunded_minor.eq(payments::refunded_minor + change.refunded_add),
-                    ))
-                    .returning(PaymentRow::as_returning())
-                    .prepared()
-                    .get_result(tx)
-                    .await
-                    .optional()?;
-                match moved {
-                    Some(payment) => seen.payment = Some(payment),
-                    None => return Err(TxError::Abort(())),
-                }
-            }
-            if let Some(refund) = &plan.new_refund {
-                diesel::insert_into(refunds::table)
-                    .values(refund)
-                    .prepared()
-                    .execute(tx)
-                    .await?;
-            }
-            if let Some((id, status, gateway_id)) = &plan.refund {
-                let moved = diesel::update(refunds::table)
-                    .filter(refunds::id.eq(id))
-                    .filter(refunds::status.eq(domain::RefundStatus::Pending.as_str()))
-                    .set((
-                        refunds::status.eq(*status),
-                        refunds::gateway_refund_id.eq(gateway_id),
-                        refunds::updated_at.eq(now),
-                    ))
-                    .prepared()
-                    .execute(tx)
-                    .await?;
-                if moved == 0 {
-                    return Err(TxError::Abort(()));
-                }
+            if let Some(payment) = payment.flatten() {
+                seen.payment = Some(payment);
             }
             if let Some(payment) = &plan.new_payment {
-                diesel::insert_into(payments::table)
-                    .values(payment)
-                    .prepared()
-                    .execute(tx)
-                    .await?;
                 seen.payment = Some(payment.clone());
             }
-            if let Some(change) = &plan.invoice {
-                let changed: Option<InvoiceRow> = diesel::update(invoices::table.find(&change.id))
-                    .set((
-                        InvoiceSet {
-                            status: change.status,
-                            paid_minor: change.paid_minor,
-                            updated_at: now,
-                        },
-                        invoices::refunded_minor.eq(invoices::refunded_minor + change.refunded_add),
-                    ))
-                    .returning(InvoiceRow::as_returning())
-                    .prepared()
-                    .get_result(tx)
-                    .await
-                    .optional()?;
-                seen.invoice = changed;
-            }
+            seen.invoice = invoice;
             if let Some(note) = &plan.new_credit_note {
                 let n = take_numbers!(tx, "credit_note", 1_i64);
                 let mut row = note.clone();
                 row.number = domain::document_number("CN", n);
                 diesel::insert_into(credit_notes::table)
                     .values(&row)
-                    .prepared()
-                    .execute(tx)
-                    .await?;
-            }
-            tx.insert_ledger(&plan.ledger).await?;
-            if let Some((customer, bought)) = &plan.clear_cart {
-                for (product, quantity) in bought {
-                    let line = cart_lines::table
-                        .filter(cart_lines::customer_id.eq(customer))
-                        .filter(cart_lines::product_id.eq(product));
-                    let gone = diesel::delete(line.filter(cart_lines::quantity.le(quantity)))
-                        .execute(tx)
-                        .await?;
-                    if gone == 0 {
-                        diesel::update(line)
-                            .set(cart_lines::quantity.eq(cart_lines::quantity - quantity))
-                            .prepared()
-                            .execute(tx)
-                            .await?;
-                    }
-                }
-                diesel::update(carts::table.find(customer))
-                    .set(carts::updated_at.eq(now))
                     .prepared()
                     .execute(tx)
                     .await?;
@@ -600,17 +658,15 @@ pub async fn apply(conn: &mut DbConn, plan: &Plan) -> Result<Applied, PlanError>
                 payloads.push(payload);
             }
             // Invoice numbers have no gaps: the counter row stays locked until this transaction
-            // ends, so it is taken last, with only the invoice and the events written after it.
+            // ends, so it is taken last, with only the invoice, the answer and the events written
+            // after it, in one round trip.
+            let mut new_invoice = None;
             if let Some(invoice) = &plan.new_invoice {
                 let lines = lines_of!(tx, seen, &invoice.order_id).await?;
                 let n = take_numbers!(tx, "invoice", 1_i64);
                 let mut row = invoice.clone();
                 row.number = domain::document_number("INV", n);
-                diesel::insert_into(invoices::table)
-                    .values(&row)
-                    .prepared()
-                    .execute(tx)
-                    .await?;
+                new_invoice = Some(row.clone());
                 let record = InvoiceRecord {
                     invoice: row,
                     lines,
@@ -636,23 +692,42 @@ pub async fn apply(conn: &mut DbConn, plan: &Plan) -> Result<Applied, PlanError>
                     created_at: now,
                 })
                 .collect();
-            if let Some(answer) = &plan.answer
-                && let Some(response) = (answer.respond)(&applied)
-            {
-                diesel::update(
-                    idempotency_keys::table.find((&answer.caller_id, &answer.request_key)),
-                )
-                .set((
-                    idempotency_keys::state.eq("DONE"),
-                    idempotency_keys::status_code.eq(Some(0)),
-                    idempotency_keys::response.eq(Some(response)),
-                ))
-                .prepared()
-                .execute(tx)
-                .await?;
-                applied.answered = true;
-            }
-            tx.insert_events(&rows).await?;
+            let answer = plan
+                .answer
+                .as_ref()
+                .and_then(|answer| (answer.respond)(&applied).map(|response| (answer, response)));
+            applied.answered = answer.is_some();
+            pipeline!(
+                tx,
+                h,
+                {
+                    if let Some(row) = &new_invoice {
+                        diesel::insert_into(invoices::table)
+                            .values(row)
+                            .prepared()
+                            .execute(h)
+                            .await?;
+                    }
+                    diesel::QueryResult::Ok(())
+                },
+                {
+                    if let Some((answer, response)) = &answer {
+                        diesel::update(
+                            idempotency_keys::table.find((&answer.caller_id, &answer.request_key)),
+                        )
+                        .set((
+                            idempotency_keys::state.eq("DONE"),
+                            idempotency_keys::status_code.eq(Some(0)),
+                            idempotency_keys::response.eq(Some(response)),
+                        ))
+                        .prepared()
+                        .execute(h)
+                        .await?;
+                    }
+                    diesel::QueryResult::Ok(())
+                },
+                h.insert_events(&rows).await,
+            )?;
             Ok(applied)
         })
         .await

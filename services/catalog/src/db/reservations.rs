@@ -1,7 +1,8 @@
-//! Reservations. Reserving is all or nothing in one transaction: the reservation row is inserted
-//! first (so its id decides idempotency and the transaction holds the write lock from its first
-//! statement), then each item's stock is reserved with a conditional update that only succeeds
-//! while enough units are available. Leaving HELD is a conditional update on the state, so a
+//! Reservations. Reserving is all or nothing in one transaction: the reservation row with its
+//! items (its id decides idempotency), and each item's stock reserved with a conditional update
+//! that only succeeds while enough units are available. On PostgreSQL both go out in one round
+//! trip; on SQLite the reservation row comes first, so the transaction holds the write lock from
+//! its first statement. Leaving HELD is a conditional update on the state, so a
 //! reservation is committed, released or expired at most once, whoever races.
 
 use backbone_common::db::Prepared as _;
@@ -68,71 +69,89 @@ pub async fn reserve(
     order.sort_by(|a, b| a.product_id.cmp(&b.product_id));
     let result: Result<(), TxError<Refused>> = db_run!(conn, |c| {
         c.transaction(async |tx| {
-            let inserted = diesel::insert_into(reservations::table)
-                .values(reservation)
-                .prepared()
-                .execute(tx)
-                .await;
-            match inserted {
-                Err(err) if is_unique_violation(&err) => {
-                    return Err(TxError::Abort(Refused::Exists));
-                }
-                other => {
-                    other?;
-                }
-            }
-            let mut short = Vec::new();
-            for item in &order {
-                let held = diesel::update(
-                    stock::table
-                        .filter(stock::product_id.eq(&item.product_id))
-                        .filter((stock::on_hand - stock::reserved).ge(item.quantity))
-                        .filter(
-                            stock::product_id.eq_any(
-                                products::table
-                                    .filter(products::status.eq(ProductStatus::Active.as_str()))
-                                    .select(products::id),
-                            ),
-                        ),
-                )
-                .set((
-                    stock::reserved.eq(stock::reserved + item.quantity),
-                    stock::updated_at.eq(Some(reservation.created_at)),
-                ))
-                .prepared()
-                .execute(tx)
-                .await?;
-                if held == 0 {
-                    let state: Option<(i64, i64, String)> = stock::table
-                        .inner_join(products::table)
-                        .filter(stock::product_id.eq(&item.product_id))
-                        .select((stock::on_hand, stock::reserved, products::status))
-                        .first(tx)
-                        .await
-                        .optional()?;
-                    let (available, for_sale) = match state {
-                        Some((on_hand, reserved, status)) => {
-                            (on_hand - reserved, status == ProductStatus::Active.as_str())
+            // The reservation with its items, and the stock held, go out together (one round
+            // trip on PostgreSQL): a reservation made before, or an item short, rolls all back.
+            let (inserted, short) = pipeline!(
+                tx,
+                h,
+                {
+                    diesel::insert_into(reservations::table)
+                        .values(reservation)
+                        .prepared()
+                        .execute(h)
+                        .await?;
+                    for item in items {
+                        diesel::insert_into(reservation_items::table)
+                            .values(item)
+                            .prepared()
+                            .execute(h)
+                            .await?;
+                    }
+                    diesel::QueryResult::Ok(true)
+                },
+                {
+                    let mut short = Vec::new();
+                    for item in &order {
+                        let held = diesel::update(
+                            stock::table
+                                .filter(stock::product_id.eq(&item.product_id))
+                                .filter((stock::on_hand - stock::reserved).ge(item.quantity))
+                                .filter(
+                                    stock::product_id.eq_any(
+                                        products::table
+                                            .filter(
+                                                products::status.eq(ProductStatus::Active.as_str()),
+                                            )
+                                            .select(products::id),
+                                    ),
+                                ),
+                        )
+                        .set((
+                            stock::reserved.eq(stock::reserved + item.quantity),
+                            stock::updated_at.eq(Some(reservation.created_at)),
+                        ))
+                        .prepared()
+                        .execute(h)
+                        .await?;
+                        if held == 0 {
+                            let state: Option<(i64, i64, String)> = stock::table
+                                .inner_join(products::table)
+                                .filter(stock::product_id.eq(&item.product_id))
+                                .select((stock::on_hand, stock::reserved, products::status))
+                                .first(h)
+                                .await
+                                .optional()?;
+                            let (available, for_sale) = match state {
+                                Some((on_hand, reserved, status)) => {
+                                    (on_hand - reserved, status == ProductStatus::Active.as_str())
+                                }
+                                None => (0, false),
+                            };
+                            short.push(Short {
+                                product_id: item.product_id.clone(),
+                                requested: item.quantity,
+                                available: if for_sale { available } else { 0 },
+                                for_sale,
+                            });
                         }
-                        None => (0, false),
-                    };
-                    short.push(Short {
-                        product_id: item.product_id.clone(),
-                        requested: item.quantity,
-                        available: if for_sale { available } else { 0 },
-                        for_sale,
-                    });
+                    }
+                    diesel::QueryResult::Ok(short)
+                },
+            )
+            .or_else(|err| {
+                // A reservation made before fails its insert, and what PostgreSQL was sent after
+                // it fails as aborted: the first error is the insert's.
+                if is_unique_violation(&err) {
+                    Ok((false, Vec::new()))
+                } else {
+                    Err(err)
                 }
+            })?;
+            if !inserted {
+                return Err(TxError::Abort(Refused::Exists));
             }
             if !short.is_empty() {
                 return Err(TxError::Abort(Refused::Short(short)));
-            }
-            for item in items {
-                diesel::insert_into(reservation_items::table)
-                    .values(item)
-                    .prepared()
-                    .execute(tx)
-                    .await?;
             }
             Ok(())
         })
@@ -217,25 +236,30 @@ pub async fn finish(
                 Finish::Commit => target.filter(reservations::expires_at.gt(now)),
                 Finish::Release => target,
             };
-            let moved: Option<ReservationRow> = target
-                .set((
-                    reservations::state.eq(state.as_str()),
-                    reservations::finished_at.eq(Some(now)),
-                ))
-                .returning(ReservationRow::as_returning())
-                .prepared()
-                .get_result(tx)
-                .await
-                .optional()?;
+            // The guarded change and the items go out together (one round trip on PostgreSQL).
+            let (moved, items) = pipeline!(
+                tx,
+                h,
+                target
+                    .set((
+                        reservations::state.eq(state.as_str()),
+                        reservations::finished_at.eq(Some(now)),
+                    ))
+                    .returning(ReservationRow::as_returning())
+                    .prepared()
+                    .get_result::<ReservationRow>(h)
+                    .await
+                    .optional(),
+                reservation_items::table
+                    .filter(reservation_items::reservation_id.eq(id))
+                    .order(reservation_items::product_id)
+                    .select(ReservationItemRow::as_select())
+                    .load::<ReservationItemRow>(h)
+                    .await,
+            )?;
             let Some(row) = moved else {
                 return Ok::<_, diesel::result::Error>(None);
             };
-            let items: Vec<ReservationItemRow> = reservation_items::table
-                .filter(reservation_items::reservation_id.eq(id))
-                .order(reservation_items::product_id)
-                .select(ReservationItemRow::as_select())
-                .load(tx)
-                .await?;
             for item in &items {
                 if how == Finish::Commit {
                     let on_hand: i64 = diesel::update(stock::table.find(&item.product_id))
