@@ -71,7 +71,7 @@ pub async fn reserve(
         c.transaction(async |tx| {
             // The reservation with its items, and the stock held, go out together (one round
             // trip on PostgreSQL): a reservation made before, or an item short, rolls all back.
-            let (inserted, short) = pipeline!(
+            let pipelined = pipeline!(
                 tx,
                 h,
                 {
@@ -87,7 +87,7 @@ pub async fn reserve(
                             .execute(h)
                             .await?;
                     }
-                    diesel::QueryResult::Ok(true)
+                    diesel::QueryResult::Ok(())
                 },
                 {
                     let mut short = Vec::new();
@@ -137,19 +137,15 @@ pub async fn reserve(
                     }
                     diesel::QueryResult::Ok(short)
                 },
-            )
-            .or_else(|err| {
+            );
+            let ((), short) = match pipelined {
                 // A reservation made before fails its insert, and what PostgreSQL was sent after
                 // it fails as aborted: the first error is the insert's.
-                if is_unique_violation(&err) {
-                    Ok((false, Vec::new()))
-                } else {
-                    Err(err)
+                Err(err) if is_unique_violation(&err) => {
+                    return Err(TxError::Abort(Refused::Exists));
                 }
-            })?;
-            if !inserted {
-                return Err(TxError::Abort(Refused::Exists));
-            }
+                other => other?,
+            };
             if !short.is_empty() {
                 return Err(TxError::Abort(Refused::Short(short)));
             }
