@@ -425,10 +425,12 @@ impl TokenVerifier {
                     && !(r.verifier == self.inner.id && same_bytes(&r.token, token))
             });
             recent.truncate(RECENT_PER_THREAD - 1);
+            // A copy of its own: every call of the token clones and drops this `Arc`, and a
+            // reference count shared by the threads would move between the cores each time.
             recent.push_front(RecentToken {
                 verifier: self.inner.id,
                 token: token.into(),
-                principal: principal.clone(),
+                principal: Arc::new(Principal::clone(principal)),
             });
         });
     }
@@ -637,16 +639,22 @@ pub fn require_any_role<T>(
 /// the request's extensions. Without a verifier (or a token) calls pass through anonymously.
 #[derive(Debug, Clone)]
 pub struct AuthLayer {
+    /// Behind one reference count: tonic copies the whole layer stack for every call, and
+    /// each `Arc` in it is a counter both cores write.
+    shared: Arc<Guarded>,
+}
+
+#[derive(Debug)]
+struct Guarded {
     verifier: Option<TokenVerifier>,
-    services: Arc<Vec<&'static str>>,
+    services: Vec<&'static str>,
 }
 
 impl AuthLayer {
     /// Verifies tokens sent to `services` (health and reflection stay open).
     pub fn new(verifier: Option<TokenVerifier>, services: Vec<&'static str>) -> Self {
         Self {
-            verifier,
-            services: Arc::new(services),
+            shared: Arc::new(Guarded { verifier, services }),
         }
     }
 }
@@ -690,8 +698,9 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let guarded = crate::trace::calls_any(request.uri().path(), &self.layer.services);
-        let verifier = match &self.layer.verifier {
+        let shared = &self.layer.shared;
+        let guarded = crate::trace::calls_any(request.uri().path(), &shared.services);
+        let verifier = match &shared.verifier {
             Some(verifier) if guarded => verifier,
             _ => return Either::Left(self.inner.call(request)),
         };

@@ -11,6 +11,7 @@ pub mod db;
 pub mod deadline;
 pub mod error;
 pub mod keyset;
+pub mod limit;
 pub mod metrics;
 pub mod money;
 pub mod page;

@@ -156,10 +156,15 @@ static RPC: LazyLock<RpcInstruments> = LazyLock::new(|| {
 /// gRPC status codes: 0 (OK) to 16 (UNAUTHENTICATED).
 const STATUS_CODES: usize = 17;
 
-/// The service and method labels of a call, built once per method (cloning them per call only
-/// bumps a reference count).
-#[derive(Debug, Clone)]
-pub(crate) struct RpcLabels(Arc<Labels>);
+/// The service and method labels of a call, built once per method for the whole process and
+/// kept for its life: a copy per call is a pointer, where a reference count would be one more
+/// counter both cores write on every call.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RpcLabels(&'static Labels);
+
+/// Every method's labels made so far: as many as the process serves methods, however many
+/// servers it starts (tests start many).
+static LABELS: Mutex<Vec<&'static Labels>> = Mutex::new(Vec::new());
 
 #[derive(Debug)]
 struct Labels {
@@ -174,14 +179,25 @@ struct Labels {
 
 impl RpcLabels {
     pub(crate) fn new(service: &str, method: &str) -> Self {
+        let mut all = LABELS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(known) = all
+            .iter()
+            .find(|l| l.service.value.as_str() == service && l.method.value.as_str() == method)
+        {
+            return Self(known);
+        }
         let (service, method): (Arc<str>, Arc<str>) = (service.into(), method.into());
         let service = KeyValue::new("rpc.service", service);
-        Self(Arc::new(Labels {
+        let labels: &'static Labels = Box::leak(Box::new(Labels {
             active: active_calls(&service),
             service,
             method: KeyValue::new("rpc.method", method),
             durations: std::array::from_fn(|_| OnceLock::new()),
-        }))
+        }));
+        all.push(labels);
+        Self(labels)
     }
 
     /// The `rpc.service` and `rpc.method` attributes, for the call's span.
@@ -193,7 +209,7 @@ impl RpcLabels {
     /// the number of series by inventing services or methods.
     pub(crate) fn other() -> Self {
         static OTHER: LazyLock<RpcLabels> = LazyLock::new(|| RpcLabels::new("_OTHER", "_OTHER"));
-        OTHER.clone()
+        *OTHER
     }
 }
 

@@ -7,7 +7,10 @@ use std::{
     convert::Infallible,
     future::{Future, Ready},
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -21,13 +24,14 @@ use tonic::{
     transport::{Server, server::TcpIncoming},
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
-use tower::{Layer, Service, ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
+use tower::{Layer, Service, ServiceBuilder};
 
 use crate::{
     auth::{AuthLayer, TokenVerifier},
     config::ServerArgs,
     db::DbError,
     deadline::DeadlineLayer,
+    limit::ConcurrencyLimitLayer,
     tls::{ServerTls, TlsError},
     trace::ServerTraceLayer,
 };
@@ -108,10 +112,16 @@ pub async fn serve(
             .await;
     }
     let readiness = readiness.unwrap_or_else(|| watch::channel(true).1);
+    let gate = ReadinessGateLayer {
+        shared: Arc::new(Gate {
+            services: service_names.clone(),
+            ready: AtomicBool::new(initially_ready),
+        }),
+    };
     let follower = tokio::spawn(follow_readiness(
         reporter.clone(),
-        service_names.clone(),
-        readiness.clone(),
+        gate.shared.clone(),
+        readiness,
     ));
 
     // Aborted when serving ends, which closes its listener and every admin connection.
@@ -128,10 +138,6 @@ pub async fn serve(
     let reflection_v1alpha =
         reflection_builder(&service_names, &descriptor_sets).build_v1alpha()?;
 
-    let gate = ReadinessGateLayer {
-        services: Arc::new(service_names.clone()),
-        readiness,
-    };
     let layers = ServiceBuilder::new()
         // Outermost, so the span covers queueing and gate refusals and records every status.
         .layer(ServerTraceLayer::new(
@@ -149,9 +155,7 @@ pub async fn serve(
         .layer(AuthLayer::new(verifier, service_names.clone()))
         // One limit for the whole process rather than per connection: a few busy clients
         // cannot starve the rest, and memory stays bounded.
-        .layer(GlobalConcurrencyLimitLayer::new(
-            args.concurrency_limit.max(1),
-        ));
+        .layer(ConcurrencyLimitLayer::new(args.concurrency_limit));
 
     // Dead peers are found by TCP keepalive ([`KEEPALIVE`]), not HTTP/2 PINGs: with PINGs on,
     // hyper reads the clock on every frame received (about 1% of a trivial call, callgrind).
@@ -265,14 +269,17 @@ fn serving(ready: bool) -> ServingStatus {
     }
 }
 
+/// Keeps the gate and the services' health entries in step with `readiness`: the gate first,
+/// so a caller who sees NOT_SERVING and then calls is refused.
 async fn follow_readiness(
     reporter: HealthReporter,
-    names: Vec<&'static str>,
+    gate: Arc<Gate>,
     mut readiness: watch::Receiver<bool>,
 ) {
     loop {
         let ready = *readiness.borrow_and_update();
-        for name in &names {
+        gate.ready.store(ready, Ordering::Release);
+        for name in &gate.services {
             reporter.set_service_status(name, serving(ready)).await;
         }
         if readiness.changed().await.is_err() {
@@ -456,8 +463,17 @@ pub async fn shutdown_signal() {
 /// reflection are never gated.
 #[derive(Debug, Clone)]
 struct ReadinessGateLayer {
-    services: Arc<Vec<&'static str>>,
-    readiness: watch::Receiver<bool>,
+    shared: Arc<Gate>,
+}
+
+/// What every copy of the gate shares, behind one reference count: tonic copies the whole
+/// layer stack for every call, and each `Arc` in it is a counter both cores write.
+#[derive(Debug)]
+struct Gate {
+    services: Vec<&'static str>,
+    /// Mirrors the readiness channel (set by [`follow_readiness`]): reading a `watch` takes
+    /// its lock, and copying a receiver bumps its shared counts, on every call.
+    ready: AtomicBool,
 }
 
 impl<S> Layer<S> for ReadinessGateLayer {
@@ -489,8 +505,9 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        if !*self.layer.readiness.borrow()
-            && crate::trace::calls_any(request.uri().path(), &self.layer.services)
+        let gate = &self.layer.shared;
+        if !gate.ready.load(Ordering::Acquire)
+            && crate::trace::calls_any(request.uri().path(), &gate.services)
         {
             let status = tonic::Status::from(&DbError::NotReady);
             return Either::Left(std::future::ready(Ok(status.into_http())));

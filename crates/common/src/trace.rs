@@ -138,12 +138,18 @@ struct Method {
 /// carry its ids and the `tracing` spans of outgoing calls are its children.
 #[derive(Clone)]
 pub struct ServerTraceLayer {
+    /// Behind one reference count: tonic copies the whole layer stack for every call, and
+    /// each `Arc` in it is a counter both cores write.
+    shared: Arc<Traced>,
+}
+
+struct Traced {
     /// Every method this server answers, by path (`/pkg.Service/Method`); calls to any other
     /// path share one metrics label.
     /// Keyed by foldhash: the map never changes after start-up, so nothing a caller sends can
     /// grow it, and a lookup costs a fraction of SipHash's.
-    known: Arc<HashMap<String, Method, foldhash::fast::RandomState>>,
-    tracer: Arc<global::BoxedTracer>,
+    known: HashMap<String, Method, foldhash::fast::RandomState>,
+    tracer: global::BoxedTracer,
     /// Spans get ids but are not recorded (see [`ids_only`]).
     ids_only: bool,
 }
@@ -167,7 +173,7 @@ pub(crate) fn ids_only(on: bool) {
 impl std::fmt::Debug for ServerTraceLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerTraceLayer")
-            .field("methods", &self.known.len())
+            .field("methods", &self.shared.known.len())
             .finish_non_exhaustive()
     }
 }
@@ -188,9 +194,11 @@ impl ServerTraceLayer {
             })
             .collect();
         Self {
-            known: Arc::new(known),
-            tracer: Arc::new(global::tracer(TRACER)),
-            ids_only: IDS_ONLY.load(Ordering::Relaxed),
+            shared: Arc::new(Traced {
+                known,
+                tracer: global::tracer(TRACER),
+                ids_only: IDS_ONLY.load(Ordering::Relaxed),
+            }),
         }
     }
 }
@@ -245,15 +253,16 @@ impl<S> ServerTrace<S> {
     /// The metrics and SERVER span of a call to `request`.
     fn start<B>(&self, request: &Request<B>) -> (CallMeasure, opentelemetry::Context) {
         let path = request.uri().path();
-        let known = self.layer.known.get(path);
-        let measure = CallMeasure::start(known.map_or_else(RpcLabels::other, |k| k.labels.clone()));
+        let shared = &*self.layer.shared;
+        let known = shared.known.get(path);
+        let measure = CallMeasure::start(known.map_or_else(RpcLabels::other, |k| k.labels));
         // A caller without a `traceparent` starts a trace: nothing to continue.
         let parent = if request.headers().contains_key(TRACEPARENT) {
             global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(request.headers())))
         } else {
             opentelemetry::Context::new()
         };
-        if self.layer.ids_only {
+        if shared.ids_only {
             let context = span_context_only(&parent);
             return (measure, parent.with_remote_span_context(context));
         }
@@ -273,7 +282,7 @@ impl<S> ServerTrace<S> {
         // Room for the status code set at the end, so the SDK does not grow the vector then.
         let mut attributes = Vec::with_capacity(4);
         attributes.extend([KeyValue::new("rpc.system", "grpc"), service, method]);
-        let tracer = &*self.layer.tracer;
+        let tracer = &shared.tracer;
         let span = tracer
             .span_builder(name)
             .with_kind(SpanKind::Server)
