@@ -13,6 +13,8 @@ use diesel::{
 };
 use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
 
+use crate::domain::throttle::ThrottleState;
+
 use super::{
     models::{AuditRow, RefreshTokenRow, SessionRow, UserRow},
     schema::{audit_events, login_throttles, refresh_tokens, sessions, users},
@@ -30,29 +32,80 @@ pub async fn create(
     let clear = clear_throttle.unwrap_or("");
     db_run!(conn, |c| {
         c.transaction(async |tx| {
-            diesel::insert_into(sessions::table)
-                .values(session)
-                .prepared()
-                .execute(tx)
-                .await?;
-            diesel::insert_into(refresh_tokens::table)
-                .values(refresh)
-                .prepared()
-                .execute(tx)
-                .await?;
-            diesel::insert_into(audit_events::table)
-                .values(audit)
-                .prepared()
-                .execute(tx)
-                .await?;
-            diesel::delete(login_throttles::table.find(clear))
-                .execute(tx)
-                .await?;
-            Ok::<_, diesel::result::Error>(())
+            // One round trip on PostgreSQL: the session and its token (which refers to it) in
+            // one step, the audit row and the counter beside them.
+            pipeline!(
+                tx,
+                h,
+                {
+                    diesel::insert_into(sessions::table)
+                        .values(session)
+                        .prepared()
+                        .execute(h)
+                        .await?;
+                    diesel::insert_into(refresh_tokens::table)
+                        .values(refresh)
+                        .prepared()
+                        .execute(h)
+                        .await
+                },
+                diesel::insert_into(audit_events::table)
+                    .values(audit)
+                    .prepared()
+                    .execute(h)
+                    .await,
+                diesel::delete(login_throttles::table.find(clear))
+                    .execute(h)
+                    .await,
+            )
         })
         .await
     })?;
     Ok(())
+}
+
+/// What a login starts from, in one round trip on PostgreSQL: the account with this normalized
+/// address and the stored failed-login states of `keys`, in their order.
+pub async fn login_context<const N: usize>(
+    conn: &mut DbConn,
+    email_normalized: &str,
+    keys: [&str; N],
+) -> Result<(Option<UserRow>, [Option<ThrottleState>; N]), DbError> {
+    let (user, stored) = db_run!(conn, |c| {
+        pipeline!(
+            c,
+            h,
+            users::table
+                .filter(users::email_normalized.eq(email_normalized))
+                .select(UserRow::as_select())
+                .first(h)
+                .await
+                .optional(),
+            login_throttles::table
+                .filter(login_throttles::throttle_key.eq_any(keys))
+                .select((
+                    login_throttles::throttle_key,
+                    login_throttles::attempts,
+                    login_throttles::last_attempt_at,
+                    login_throttles::blocked_until,
+                ))
+                .load::<(String, i64, NaiveDateTime, Option<NaiveDateTime>)>(h)
+                .await,
+        )
+    })?;
+    let states = keys.map(|key| {
+        stored
+            .iter()
+            .find(|(stored_key, ..)| stored_key == key)
+            .map(
+                |&(_, attempts, last_attempt_at, blocked_until)| ThrottleState {
+                    attempts,
+                    last_attempt_at,
+                    blocked_until,
+                },
+            )
+    });
+    Ok((user, states))
 }
 
 /// A refresh token with its session and user.

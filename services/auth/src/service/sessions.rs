@@ -14,7 +14,7 @@ use crate::{
         self,
         audit::AuditKind,
         secrets,
-        throttle::{Decision, ThrottlePolicy},
+        throttle::{Decision, ThrottlePolicy, ThrottleState},
         user::{self, User},
     },
     error::AuthError,
@@ -48,15 +48,19 @@ pub struct SessionInfo {
 
 impl Auth {
     /// Counts one login attempt against `key`, refusing it when over the limit. Each attempt is
-    /// counted (compare-and-set) before any password is checked.
+    /// counted (compare-and-set) before any password is checked. `state` is the stored state as
+    /// the login read it; a lost compare-and-set reads it again.
     async fn count_attempt(
         &self,
         conn: &mut backbone_common::db::DbConn,
         key: &str,
         policy: &ThrottlePolicy,
+        mut state: Option<ThrottleState>,
     ) -> Result<(), AuthError> {
-        for _ in 0..THROTTLE_ROUNDS {
-            let state = db::throttle::get(conn, key).await?;
+        for round in 0..THROTTLE_ROUNDS {
+            if round > 0 {
+                state = db::throttle::get(conn, key).await?;
+            }
             match policy.decide(state.as_ref(), domain::now()) {
                 Decision::Block { retry_after } => {
                     return Err(AuthError::LoginThrottled { retry_after });
@@ -102,16 +106,26 @@ impl Auth {
         let normalized = user::normalize_email(email)
             .map(|(_, n)| n)
             .unwrap_or_else(|_| email.trim().to_lowercase());
-        let mut conn = self.conn().await?;
-        let found = db::users::by_email(&mut conn, &normalized).await?;
-        let subject = found.as_ref().map(|u| u.id.clone());
         let account_key = format!("account:{normalized}");
         let address_key = format!("address:{}", caller.client_address);
-        for (key, policy) in [
-            (&account_key, &self.settings().account_throttle),
-            (&address_key, &self.settings().address_throttle),
+        let mut conn = self.conn().await?;
+        let (found, [account_state, address_state]) =
+            db::sessions::login_context(&mut conn, &normalized, [&account_key, &address_key])
+                .await?;
+        let subject = found.as_ref().map(|u| u.id.clone());
+        for (key, policy, state) in [
+            (
+                &account_key,
+                &self.settings().account_throttle,
+                account_state,
+            ),
+            (
+                &address_key,
+                &self.settings().address_throttle,
+                address_state,
+            ),
         ] {
-            if let Err(err) = self.count_attempt(&mut conn, key, policy).await {
+            if let Err(err) = self.count_attempt(&mut conn, key, policy, state).await {
                 let audit = caller
                     .audit(AuditKind::LoginThrottled, subject.as_deref())
                     .detail("throttle", key.split(':').next().unwrap_or_default());
