@@ -935,7 +935,8 @@ async fn run(opts: &Opts) -> anyhow::Result<Vec<Row>> {
         let steady = get_load(catalog_addr, &customer, 1, 1);
         // A flood is more callers than the hashing pool has workers: each login also spends
         // round trips and a commit in the database, and with two callers per worker the pool
-        // sat idle in those gaps (7% fewer logins per second in the same run).
+        // sat idle in those gaps (h2load against auth: 2 to 10% fewer logins per second with
+        // 4 callers than with 8).
         let callers = 4 * cores;
         let mut rounds = Vec::new();
         for _ in 0..opts.rounds {

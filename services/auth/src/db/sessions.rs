@@ -18,6 +18,7 @@ use crate::domain::throttle::ThrottleState;
 use super::{
     models::{AuditRow, RefreshTokenRow, SessionRow, UserRow},
     schema::{audit_events, login_throttles, refresh_tokens, sessions, users},
+    throttle,
 };
 
 /// Stores a new session with its first refresh token and the login's audit row, and clears the
@@ -66,12 +67,12 @@ pub async fn create(
 
 /// What a login starts from, in one round trip on PostgreSQL: the account with this normalized
 /// address and the stored failed-login states of `keys`, in their order.
-pub async fn login_context<const N: usize>(
+pub async fn login_context(
     conn: &mut DbConn,
     email_normalized: &str,
-    keys: [&str; N],
-) -> Result<(Option<UserRow>, [Option<ThrottleState>; N]), DbError> {
-    let (user, stored) = db_run!(conn, |c| {
+    keys: [&str; 2],
+) -> Result<(Option<UserRow>, [Option<ThrottleState>; 2]), DbError> {
+    let (user, first, second) = db_run!(conn, |c| {
         pipeline!(
             c,
             h,
@@ -82,30 +83,23 @@ pub async fn login_context<const N: usize>(
                 .await
                 .optional(),
             login_throttles::table
-                .filter(login_throttles::throttle_key.eq_any(keys))
-                .select((
-                    login_throttles::throttle_key,
-                    login_throttles::attempts,
-                    login_throttles::last_attempt_at,
-                    login_throttles::blocked_until,
-                ))
-                .load::<(String, i64, NaiveDateTime, Option<NaiveDateTime>)>(h)
-                .await,
+                .find(keys[0])
+                .select(throttle::COLUMNS)
+                .first::<throttle::Stored>(h)
+                .await
+                .optional(),
+            login_throttles::table
+                .find(keys[1])
+                .select(throttle::COLUMNS)
+                .first::<throttle::Stored>(h)
+                .await
+                .optional(),
         )
     })?;
-    let states = keys.map(|key| {
-        stored
-            .iter()
-            .find(|(stored_key, ..)| stored_key == key)
-            .map(
-                |&(_, attempts, last_attempt_at, blocked_until)| ThrottleState {
-                    attempts,
-                    last_attempt_at,
-                    blocked_until,
-                },
-            )
-    });
-    Ok((user, states))
+    Ok((
+        user,
+        [first.map(throttle::state), second.map(throttle::state)],
+    ))
 }
 
 /// A refresh token with its session and user.

@@ -13,28 +13,40 @@ use diesel_async::RunQueryDsl as _;
 use super::schema::login_throttles;
 use crate::domain::throttle::ThrottleState;
 
+/// The columns a state is read from.
+pub(super) const COLUMNS: (
+    login_throttles::attempts,
+    login_throttles::last_attempt_at,
+    login_throttles::blocked_until,
+) = (
+    login_throttles::attempts,
+    login_throttles::last_attempt_at,
+    login_throttles::blocked_until,
+);
+
+/// [`COLUMNS`] as read.
+pub(super) type Stored = (i64, chrono::NaiveDateTime, Option<chrono::NaiveDateTime>);
+
+/// The state of a row read as [`COLUMNS`].
+pub(super) fn state((attempts, last_attempt_at, blocked_until): Stored) -> ThrottleState {
+    ThrottleState {
+        attempts,
+        last_attempt_at,
+        blocked_until,
+    }
+}
+
 /// The stored state of `key`.
 pub async fn get(conn: &mut DbConn, key: &str) -> Result<Option<ThrottleState>, DbError> {
-    let row: Option<(i64, chrono::NaiveDateTime, Option<chrono::NaiveDateTime>)> =
-        db_run!(conn, |c| {
-            login_throttles::table
-                .find(key)
-                .select((
-                    login_throttles::attempts,
-                    login_throttles::last_attempt_at,
-                    login_throttles::blocked_until,
-                ))
-                .first(c)
-                .await
-                .optional()
-        })?;
-    Ok(
-        row.map(|(attempts, last_attempt_at, blocked_until)| ThrottleState {
-            attempts,
-            last_attempt_at,
-            blocked_until,
-        }),
-    )
+    let row: Option<Stored> = db_run!(conn, |c| {
+        login_throttles::table
+            .find(key)
+            .select(COLUMNS)
+            .first(c)
+            .await
+            .optional()
+    })?;
+    Ok(row.map(state))
 }
 
 /// Replaces `previous` with `next` if the stored state is still `previous` (or absent when
