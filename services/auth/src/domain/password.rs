@@ -73,6 +73,14 @@ type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
 /// A worker frees its Argon2 memory after this long without a job.
 const KEEP_MEMORY: Duration = Duration::from_secs(10);
 
+/// The least a worker's Argon2 buffer reserves, in 1 KiB blocks: 33 MiB, above the largest
+/// threshold glibc's malloc raises its mmap threshold to (32 MiB). So the buffer is always a
+/// mapping of its own, and freeing it gives the memory back to the system. A 19 MiB buffer, freed,
+/// raised the threshold to its size, and the next one came from a malloc arena that kept it after
+/// it was freed in turn: auth's peak grew to 140 MiB over a bench whose login rounds had pauses.
+/// Pages of the reservation that are never written take no memory.
+const RESERVED_BLOCKS: usize = 33 * 1024;
+
 /// Dedicated threads for password hashing, fed by a bounded queue.
 ///
 /// - Each worker keeps one Argon2 memory buffer and reuses it, so memory is `workers` × m_cost
@@ -243,10 +251,10 @@ impl PasswordHasher {
                     };
                 };
                 let matches = verify(memory, &parsed, password.as_bytes()) && real;
-                // A hash made with more memory than ours leaves a bigger buffer: give it back.
+                // A hash made with more memory than ours leaves a bigger buffer: give it back
+                // (the next job reserves a new one).
                 if memory.len() > params.block_count() {
-                    memory.truncate(params.block_count());
-                    memory.shrink_to_fit();
+                    *memory = Vec::new();
                 }
                 let current = parsed.algorithm.as_str() == "argon2id"
                     && Params::try_from(&parsed).is_ok_and(|p| {
@@ -275,6 +283,7 @@ fn compute(
     let mut salt_bytes = [0u8; Salt::MAX_LENGTH];
     let salt = salt.decode_b64(&mut salt_bytes)?;
     if memory.len() < block_count {
+        memory.reserve_exact(block_count.max(RESERVED_BLOCKS) - memory.len());
         memory.resize(block_count, Block::default());
     }
     Output::init_with(len, |out| {
