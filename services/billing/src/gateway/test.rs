@@ -109,27 +109,31 @@ impl TestGateway {
         let mut conn = self.database.conn().await?;
         let result = db_run!(&mut conn, |c| {
             c.transaction(async |tx| {
-                let existing: Option<String> = refunds::table
-                    .find(&request.idempotency_key)
-                    .select(refunds::id)
-                    .first(tx)
-                    .await
-                    .optional()?;
-                if let Some(existing) = existing {
-                    return Ok(existing);
-                }
+                // The write comes first, so on SQLite the transaction takes the write lock with
+                // its first statement: a read first must upgrade its lock later, which SQLite
+                // refuses at once ("database is locked") while another connection writes.
                 let moved = diesel::update(charges::table)
                     .filter(charges::id.eq(&request.gateway_payment_id))
                     .filter(charges::outcome.eq("SUCCEEDED"))
                     .filter(
                         charges::refunded_minor.le(charges::amount_minor - request.amount_minor),
                     )
+                    .filter(diesel::dsl::not(diesel::dsl::exists(
+                        refunds::table.find(&request.idempotency_key),
+                    )))
                     .set(charges::refunded_minor.eq(charges::refunded_minor + request.amount_minor))
                     .prepared()
                     .execute(tx)
                     .await?;
                 if moved == 0 {
-                    return Err(TxError::Abort("REFUND_EXCEEDS_CHARGE"));
+                    // The same key again gets the first answer; else the charge cannot give it.
+                    let existing: Option<String> = refunds::table
+                        .find(&request.idempotency_key)
+                        .select(refunds::id)
+                        .first(tx)
+                        .await
+                        .optional()?;
+                    return existing.ok_or(TxError::Abort("REFUND_EXCEEDS_CHARGE"));
                 }
                 diesel::insert_into(refunds::table)
                     .values((
