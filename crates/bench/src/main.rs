@@ -966,11 +966,10 @@ async fn run(opts: &Opts) -> anyhow::Result<Vec<Row>> {
         };
         let (logins, checks) = (median(|r| r.logins), median(|r| r.checks));
         let of_ceiling = median(|r| r.logins / r.checks);
-        let p99_ratio = median(|r| r.p99_ratio);
-        let loaded = rounds
-            .iter()
-            .find(|r| r.p99_ratio.total_cmp(&p99_ratio).is_eq())
-            .map_or(rounds[0].loaded, |r| r.loaded);
+        rounds.sort_by(|a, b| a.p99_ratio.total_cmp(&b.p99_ratio));
+        let LoginRound {
+            loaded, p99_ratio, ..
+        } = rounds[rounds.len() / 2];
         #[allow(clippy::cast_precision_loss, reason = "a core count")]
         let (per_core, ceiling) = (logins / cores as f64, checks / cores as f64);
         rows.push(reference_row(
