@@ -18,7 +18,7 @@ use backbone_tests::{
         self, AuthClient, PASSWORD, admin, audit_types, bearer, customer, login, reason, sign_up,
         violated_fields,
     },
-    on_both_backends, wait_ready,
+    on_both_backends, open_database, wait_ready,
 };
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use tonic::Code;
@@ -794,5 +794,53 @@ on_both_backends! {
             assert!(status.get_error_details().retry_info().is_some());
         }
         server.stop().await.expect("clean stop");
+    }
+}
+
+on_both_backends! {
+    async fn a_password_hashed_with_other_owasp_parameters_is_rehashed_at_login(backend: Backend) {
+        use backbone_auth::db::schema::users;
+        use backbone_common::db_run;
+        use diesel::{ExpressionMethods as _, QueryDsl as _};
+        use diesel_async::RunQueryDsl as _;
+
+        let db = TestDb::new(backend).await;
+        let email = "rehash@example.com";
+        let (server, mut client) = start(&db, &["--password-hash-params", "m12-t3"]).await;
+        sign_up(&mut client, email).await;
+        drop(client);
+        server.stop().await.expect("auth stops");
+        let database = open_database(&db.url, backbone_auth::MIGRATIONS).await;
+        let stored = || {
+            let database = database.clone();
+            async move {
+                let mut conn = database.conn().await.expect("auth database");
+                db_run!(&mut conn, |c| {
+                    users::table
+                        .filter(users::email.eq(email))
+                        .select(users::password_hash)
+                        .first::<Option<String>>(c)
+                        .await
+                })
+                .expect("user row")
+                .expect("a password hash")
+            }
+        };
+        let old = stored().await;
+        assert!(old.starts_with("$argon2id$v=19$m=12288,t=3,p=1$"), "{old}");
+
+        // Restarted with the default parameters: the next login stores a hash made with them,
+        // and the password still works with either.
+        let (_server, mut client) = start(&db, &[]).await;
+        login(&mut client, email, PASSWORD).await;
+        let new = stored().await;
+        assert!(new.starts_with("$argon2id$v=19$m=7168,t=5,p=1$"), "{new}");
+        login(&mut client, email, PASSWORD).await;
+        assert_eq!(stored().await, new, "a current hash is not rewritten");
+        let wrong = client
+            .login(pb::LoginRequest { email: email.into(), password: format!("{PASSWORD}!") })
+            .await
+            .expect_err("a wrong password");
+        assert_eq!(wrong.code(), Code::Unauthenticated);
     }
 }

@@ -981,7 +981,10 @@ async fn run(opts: &Opts) -> anyhow::Result<Vec<Row>> {
             "login",
         ));
         rows.push(Row {
-            scenario: format!("login, argon2id (OWASP: 19 MiB, t=2, p=1), {cores} cores"),
+            scenario: format!(
+                "login, argon2id (OWASP: {}), {cores} cores",
+                backbone_auth::domain::password::OwaspParams::default()
+            ),
             throughput: format!("{logins:.1}/s"),
             p50: "-".into(),
             p99: "-".into(),
@@ -1254,11 +1257,14 @@ async fn checkout_rate(
     })
 }
 
-/// Password checks per second with auth's hashing pool and OWASP parameters, `cores` workers
+/// Password checks per second with auth's hashing pool and its default parameters, `cores` workers
 /// kept busy for `measure`: what logins per second cannot exceed on this machine.
 async fn password_checks_alone(cores: usize, measure: Duration) -> anyhow::Result<f64> {
-    use backbone_auth::domain::password::{HashPool, PasswordHasher};
-    let hasher = PasswordHasher::new(HashPool::new(cores, cores)?, PasswordHasher::owasp_params());
+    use backbone_auth::domain::password::{HashPool, OwaspParams, PasswordHasher};
+    let hasher = PasswordHasher::new(
+        HashPool::new(cores, cores)?,
+        OwaspParams::default().params(),
+    );
     let phc = hasher
         .hash(PASSWORD.to_owned())
         .await

@@ -6,7 +6,7 @@ use backbone_common::config::{DatabaseArgs, Secret, ServerArgs, TelemetryArgs, T
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
-    domain::secrets::Kek,
+    domain::{password::OwaspParams, secrets::Kek},
     social::{self, Providers},
 };
 
@@ -117,8 +117,13 @@ pub struct AuthArgs {
     /// Lifetime of password-reset tokens.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
     pub password_reset_ttl: Duration,
-    /// Password hashing threads, each with one 19 MiB Argon2 buffer, at background CPU priority
-    /// (0: one per CPU).
+    /// Argon2id memory and passes for new hashes, one of OWASP's configurations (equal in
+    /// defence): m46-t1, m19-t2, m12-t3, m9-t4 or m7-t5 (the fastest on small machines). A
+    /// password hashed otherwise is rehashed with these at its next login.
+    #[arg(long, value_enum, default_value_t = OwaspParams::default())]
+    pub password_hash_params: OwaspParams,
+    /// Password hashing threads, each with one Argon2 buffer (the memory of
+    /// --password-hash-params), at background CPU priority (0: one per CPU).
     #[arg(long, default_value_t = 0)]
     pub password_hash_workers: usize,
     /// Password hashes allowed to wait for a worker; beyond that, RESOURCE_EXHAUSTED.

@@ -76,7 +76,10 @@ fn hasher(config: &Config) -> Result<PasswordHasher, AppError> {
         "Password hashes waiting for a worker (beyond the queue, logins are refused).",
         move || Some(queued.queued()),
     );
-    Ok(PasswordHasher::new(pool, PasswordHasher::owasp_params()))
+    Ok(PasswordHasher::new(
+        pool,
+        config.auth.password_hash_params.params(),
+    ))
 }
 
 fn settings(config: &Config) -> Settings {
