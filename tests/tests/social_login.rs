@@ -245,6 +245,13 @@ on_both_backends! {
             .user
             .expect("user");
         assert_eq!(identities(&seen), identities(&linked));
+        // So does the answer to a password login (read with the account, before the check).
+        let answer = client
+            .login(pb::LoginRequest { email: "grace@example.com".into(), password: PASSWORD.into() })
+            .await
+            .expect("password login")
+            .into_inner();
+        assert_eq!(identities(&answer.user.expect("user")), identities(&linked));
         server.stop().await.expect("clean stop");
     }
 }

@@ -16,8 +16,8 @@ use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
 use crate::domain::throttle::ThrottleState;
 
 use super::{
-    models::{AuditRow, RefreshTokenRow, SessionRow, UserRow},
-    schema::{audit_events, login_throttles, refresh_tokens, sessions, users},
+    models::{AuditRow, RefreshTokenRow, SessionRow, SocialIdentityRow, UserRow},
+    schema::{audit_events, login_throttles, refresh_tokens, sessions, social_identities, users},
     throttle,
 };
 
@@ -65,14 +65,25 @@ pub async fn create(
     Ok(())
 }
 
-/// What a login starts from, in one round trip on PostgreSQL: the account with this normalized
-/// address and the stored failed-login states of `keys`, in their order.
+/// What a login starts from, in one round trip on PostgreSQL.
+#[derive(Debug)]
+pub struct LoginContext {
+    /// The account with the normalized address, if any.
+    pub user: Option<UserRow>,
+    /// Its linked social identities, for the answer, by link time.
+    pub identities: Vec<SocialIdentityRow>,
+    /// The stored failed-login states of the login's keys, in their order.
+    pub throttles: [Option<ThrottleState>; 2],
+}
+
+/// The account with this normalized address, its social identities and the stored failed-login
+/// states of `keys`: four statements, one round trip on PostgreSQL.
 pub async fn login_context(
     conn: &mut DbConn,
     email_normalized: &str,
     keys: [&str; 2],
-) -> Result<(Option<UserRow>, [Option<ThrottleState>; 2]), DbError> {
-    let (user, first, second) = db_run!(conn, |c| {
+) -> Result<LoginContext, DbError> {
+    let (user, identities, first, second) = db_run!(conn, |c| {
         pipeline!(
             c,
             h,
@@ -82,6 +93,13 @@ pub async fn login_context(
                 .first(h)
                 .await
                 .optional(),
+            social_identities::table
+                .inner_join(users::table)
+                .filter(users::email_normalized.eq(email_normalized))
+                .order((social_identities::linked_at, social_identities::provider))
+                .select(SocialIdentityRow::as_select())
+                .load(h)
+                .await,
             login_throttles::table
                 .find(keys[0])
                 .select(throttle::COLUMNS)
@@ -96,10 +114,11 @@ pub async fn login_context(
                 .optional(),
         )
     })?;
-    Ok((
+    Ok(LoginContext {
         user,
-        [first.map(throttle::state), second.map(throttle::state)],
-    ))
+        identities,
+        throttles: [first.map(throttle::state), second.map(throttle::state)],
+    })
 }
 
 /// A refresh token with its session and user.

@@ -78,6 +78,51 @@ impl Auth {
         })
     }
 
+    /// Counts one login attempt against each of `attempts` (a key, its policy and the state the
+    /// login read), in order, before any password is checked. When every key allows the
+    /// attempt, both compare-and-sets go out together (one round trip on PostgreSQL) and a lost
+    /// one is counted again from a fresh read; otherwise they are counted one by one, so a key
+    /// over its limit refuses before the keys after it are counted. The error names the key.
+    async fn count_attempts<'k>(
+        &self,
+        conn: &mut backbone_common::db::DbConn,
+        attempts: [(&'k str, &ThrottlePolicy, Option<ThrottleState>); 2],
+    ) -> Result<(), (&'k str, AuthError)> {
+        let now = domain::now();
+        let decided = attempts.each_ref().map(|(_, policy, state)| {
+            match policy.decide(state.as_ref(), now) {
+                Decision::Allow { next } => Some(next),
+                Decision::Block { .. } => None,
+            }
+        });
+        let [Some(first), Some(second)] = &decided else {
+            for (key, policy, state) in attempts {
+                self.count_attempt(conn, key, policy, state)
+                    .await
+                    .map_err(|err| (key, err))?;
+            }
+            return Ok(());
+        };
+        let changes = [
+            (attempts[0].0, attempts[0].2.as_ref(), first),
+            (attempts[1].0, attempts[1].2.as_ref(), second),
+        ];
+        let won = db::throttle::compare_and_set_both(conn, changes)
+            .await
+            .map_err(|err| (attempts[0].0, err.into()))?;
+        for ((key, policy, _), won) in attempts.into_iter().zip(won) {
+            if !won {
+                let state = db::throttle::get(conn, key)
+                    .await
+                    .map_err(|err| (key, err.into()))?;
+                self.count_attempt(conn, key, policy, state)
+                    .await
+                    .map_err(|err| (key, err))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Signs in with email and password and starts a session.
     pub async fn login(
         &self,
@@ -109,29 +154,31 @@ impl Auth {
         let account_key = format!("account:{normalized}");
         let address_key = format!("address:{}", caller.client_address);
         let mut conn = self.conn().await?;
-        let (found, [account_state, address_state]) =
-            db::sessions::login_context(&mut conn, &normalized, [&account_key, &address_key])
-                .await?;
+        let db::sessions::LoginContext {
+            user: found,
+            identities,
+            throttles: [account_state, address_state],
+        } = db::sessions::login_context(&mut conn, &normalized, [&account_key, &address_key])
+            .await?;
         let subject = found.as_ref().map(|u| u.id.clone());
-        for (key, policy, state) in [
+        let attempts = [
             (
-                &account_key,
+                account_key.as_str(),
                 &self.settings().account_throttle,
                 account_state,
             ),
             (
-                &address_key,
+                address_key.as_str(),
                 &self.settings().address_throttle,
                 address_state,
             ),
-        ] {
-            if let Err(err) = self.count_attempt(&mut conn, key, policy, state).await {
-                let audit = caller
-                    .audit(AuditKind::LoginThrottled, subject.as_deref())
-                    .detail("throttle", key.split(':').next().unwrap_or_default());
-                db::audit::insert(&mut conn, &audit.row()).await?;
-                return Err(err);
-            }
+        ];
+        if let Err((key, err)) = self.count_attempts(&mut conn, attempts).await {
+            let audit = caller
+                .audit(AuditKind::LoginThrottled, subject.as_deref())
+                .detail("throttle", key.split(':').next().unwrap_or_default());
+            db::audit::insert(&mut conn, &audit.row()).await?;
+            return Err(err);
         }
         let checked = self
             .inner
@@ -188,7 +235,13 @@ impl Auth {
             Some(&account_key),
         )
         .await?;
-        Ok((tokens, self.present_one(&mut conn, user).await?))
+        // As `present_one` would show it, from the identities read with the account.
+        let mut user = User::from(user);
+        user.social_identities = identities
+            .into_iter()
+            .map(user::SocialIdentity::from)
+            .collect();
+        Ok((tokens, user))
     }
 
     /// A new session of `user` on the caller's device, its tokens and its first refresh-token
