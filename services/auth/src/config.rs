@@ -118,8 +118,8 @@ pub struct AuthArgs {
     #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
     pub password_reset_ttl: Duration,
     /// Argon2id memory and passes for new hashes, one of OWASP's configurations (equal in
-    /// defence): m46-t1, m19-t2, m12-t3, m9-t4 or m7-t5 (the fastest on small machines). A
-    /// password hashed otherwise is rehashed with these at its next login.
+    /// defence): m46-t1, m19-t2, m12-t3, m9-t4 or m7-t5 (the fastest on the bench's 2-core
+    /// machine). A password hashed otherwise is rehashed with these at its next login.
     #[arg(long, value_enum, default_value_t = OwaspParams::default())]
     pub password_hash_params: OwaspParams,
     /// Password hashing threads, each with one Argon2 buffer (the memory of

@@ -1,7 +1,7 @@
 //! Passwords: the OWASP ASVS 5 policy (length, no composition rules, a real strength estimator)
-//! and Argon2id hashing with one of OWASP's configurations ([`OwaspParams`]) on a [`HashPool`] of dedicated background
-//! threads, so hashing never runs on the async workers, a login flood queues boundedly, and
-//! memory stays at one Argon2 buffer per worker.
+//! and Argon2id hashing with one of OWASP's configurations ([`OwaspParams`]) on a [`HashPool`]
+//! of dedicated background threads, so hashing never runs on the async workers, a login flood
+//! queues boundedly, and memory stays at one Argon2 buffer per worker.
 
 use std::{
     panic::AssertUnwindSafe,
@@ -207,9 +207,9 @@ pub struct PasswordHasher {
 /// The Argon2id configurations of OWASP's Password Storage Cheat Sheet, which it rates as equal
 /// in defence: each trades memory for passes (all with one lane). Hashing speed is not equal:
 /// on the bench's machine (2 cores, 32 MiB of L3 shared with other guests), two workers hashed
-/// about 20% more passwords per second with 7 MiB and 5 passes than with 19 MiB and 2, likely as two
-/// 7 MiB buffers fit in that cache and two 19 MiB ones do not (the work itself is only 8% less),
-/// and each worker holds 12 MiB less.
+/// 6 to 30% (median 21%) more passwords per second with 7 MiB and 5 passes than with 19 MiB and
+/// 2, likely as two 7 MiB buffers fit in that cache and two 19 MiB ones do not (the work itself
+/// is only 8% less), and each worker holds 12 MiB less.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum OwaspParams {
     /// m=46 MiB, t=1, p=1.
