@@ -79,10 +79,12 @@ impl Auth {
     }
 
     /// Counts one login attempt against each of `attempts` (a key, its policy and the state the
-    /// login read), in order, before any password is checked. When every key allows the
-    /// attempt, both compare-and-sets go out together (one round trip on PostgreSQL) and a lost
-    /// one is counted again from a fresh read; otherwise they are counted one by one, so a key
-    /// over its limit refuses before the keys after it are counted. The error names the key.
+    /// login read), in order, before any password is checked. When the states read allow the
+    /// attempt on every key, both compare-and-sets go out together (one round trip on
+    /// PostgreSQL) and a lost one is counted again from a fresh read, which may then refuse
+    /// (the other key's attempt stays counted: a race errs towards counting more). Otherwise
+    /// they are counted one by one, so a key over its limit refuses before the keys after it
+    /// are counted. The error names the key.
     async fn count_attempts<'k>(
         &self,
         conn: &mut backbone_common::db::DbConn,
