@@ -100,18 +100,8 @@ pub async fn login_context(
                 .select(SocialIdentityRow::as_select())
                 .load(h)
                 .await,
-            login_throttles::table
-                .find(keys[0])
-                .select(throttle::COLUMNS)
-                .first::<throttle::Stored>(h)
-                .await
-                .optional(),
-            login_throttles::table
-                .find(keys[1])
-                .select(throttle::COLUMNS)
-                .first::<throttle::Stored>(h)
-                .await
-                .optional(),
+            throttle::read_stored!(h, keys[0]),
+            throttle::read_stored!(h, keys[1]),
         )
     })?;
     Ok(LoginContext {

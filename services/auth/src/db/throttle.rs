@@ -36,16 +36,23 @@ pub(super) fn state((attempts, last_attempt_at, blocked_until): Stored) -> Throt
     }
 }
 
-/// The stored state of `key`.
-pub async fn get(conn: &mut DbConn, key: &str) -> Result<Option<ThrottleState>, DbError> {
-    let row: Option<Stored> = db_run!(conn, |c| {
-        login_throttles::table
-            .find(key)
-            .select(COLUMNS)
-            .first(c)
+/// The read of `$key`'s stored row on the connection `$c` (a `pipeline!` handle too): an
+/// `Option<Stored>`, which [`state`] turns into a state.
+macro_rules! read_stored {
+    ($c:expr, $key:expr) => {
+        $crate::db::schema::login_throttles::table
+            .find($key)
+            .select($crate::db::throttle::COLUMNS)
+            .first::<$crate::db::throttle::Stored>($c)
             .await
             .optional()
-    })?;
+    };
+}
+pub(super) use read_stored;
+
+/// The stored state of `key`.
+pub async fn get(conn: &mut DbConn, key: &str) -> Result<Option<ThrottleState>, DbError> {
+    let row = db_run!(conn, |c| read_stored!(c, key))?;
     Ok(row.map(state))
 }
 
