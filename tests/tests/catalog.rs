@@ -54,6 +54,21 @@ on_both_backends! {
         assert_eq!((created.sku.as_str(), created.price.clone()), ("RUN-1", Some(eur(8999))));
         assert_eq!(created.category_ids, vec![shoes.id.clone()]);
         assert!(!created.etag.is_empty() && !created.id.is_empty());
+        // GetProduct sends the product's encoding kept with its cached copy: the same product as
+        // the create's answer and as BatchGetProducts (which encodes it on each call), read
+        // from the database the first time and from the cache the second.
+        for _ in 0..2 {
+            let got = stack.client.get_product(pb::GetProductRequest { product_id: created.id.clone() }).await.expect("get").into_inner().product.expect("product");
+            let batch = stack.client.batch_get_products(pb::BatchGetProductsRequest { product_ids: vec![created.id.clone()] }).await.expect("batch").into_inner();
+            assert_eq!(batch.products, vec![got.clone()]);
+            let untimed = |p: &pb::Product| pb::Product { create_time: None, update_time: None, ..p.clone() };
+            assert_eq!(untimed(&got), untimed(&created));
+            assert!(got.create_time.is_some() && got.update_time.is_some());
+        }
+        let no_id = stack.client.get_product(pb::GetProductRequest::default()).await.expect_err("no id");
+        assert_eq!((no_id.code(), violated_fields(&no_id)), (Code::InvalidArgument, vec!["product_id".to_owned()]));
+        let unknown = stack.client.get_product(pb::GetProductRequest { product_id: "nope".into() }).await.expect_err("unknown");
+        assert_eq!(unknown.code(), Code::NotFound);
 
         // Duplicate SKU, bad money, missing role.
         let duplicate = stack.client.create_product(bearer(pb::CreateProductRequest { product: Some(runner.clone()) }, &admin)).await.expect_err("duplicate");

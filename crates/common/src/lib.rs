@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod db;
 pub mod deadline;
+pub mod encoded;
 pub mod error;
 pub mod keyset;
 pub mod limit;

@@ -19,7 +19,7 @@ use backbone_common::{
 use backbone_proto::catalog::catalog_service_server::CatalogServiceServer;
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use tokio::net::TcpListener;
-use tonic::{server::NamedService, service::Routes};
+use tonic::server::NamedService;
 
 use crate::{
     config::Config,
@@ -70,7 +70,7 @@ pub async fn run(
             .reservation_sweep_interval
             .max(Duration::from_millis(50)),
     )));
-    let routes = Routes::new(CatalogServiceServer::new(grpc::CatalogApi::new(catalog)));
+    let routes = grpc::routes(catalog);
     let served = app::serve_with_database(
         listener,
         routes,

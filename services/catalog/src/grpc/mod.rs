@@ -5,9 +5,16 @@ pub mod convert;
 
 use std::time::Duration;
 
-use backbone_common::auth::{Role, optional_principal, require_any_role, require_role};
-use backbone_proto::catalog::{self as pb, catalog_service_server::CatalogService};
-use tonic::{Request, Response, Status};
+use backbone_common::{
+    auth::{Role, optional_principal, require_any_role, require_role},
+    encoded::{EncodedField, UnaryRoute},
+};
+use backbone_proto::catalog::{
+    self as pb,
+    catalog_service_server::{CatalogService, CatalogServiceServer},
+};
+use prost::Message;
+use tonic::{Request, Response, Status, service::Routes};
 
 use crate::{
     domain::stock::ReservationItem,
@@ -26,6 +33,41 @@ impl CatalogApi {
     pub fn new(catalog: Catalog) -> Self {
         Self { catalog }
     }
+
+    /// GetProduct as served: the answer is the product's API form, encoded once per cached copy
+    /// of the product and sent as is (`GetProductResponse` is field 1 holding the product).
+    /// Same answer as [`CatalogService::get_product`], without building and encoding the
+    /// message on every call.
+    async fn get_product_encoded(
+        &self,
+        request: Request<pb::GetProductRequest>,
+    ) -> Answer<EncodedField<1>> {
+        let caller = caller(&request);
+        let product = self
+            .catalog
+            .product(&caller, &request.into_inner().product_id)
+            .await?;
+        let bytes = product.api_form(|product| convert::product(product).encode_to_vec().into());
+        ok(EncodedField::new(bytes))
+    }
+}
+
+/// The catalog's gRPC routes: the generated service, with GetProduct served by
+/// [`CatalogApi::get_product_encoded`].
+pub fn routes(catalog: Catalog) -> Routes {
+    let api = CatalogApi::new(catalog);
+    let get_product = UnaryRoute::new({
+        let api = api.clone();
+        move |request| {
+            let api = api.clone();
+            async move { api.get_product_encoded(request).await }
+        }
+    });
+    Routes::from(
+        Routes::new(CatalogServiceServer::new(api))
+            .into_axum_router()
+            .route_service(&format!("/{}/GetProduct", crate::SERVICE_NAME), get_product),
+    )
 }
 
 fn caller<T>(request: &Request<T>) -> Caller {

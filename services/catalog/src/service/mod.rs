@@ -15,7 +15,8 @@ use backbone_common::{
     page,
 };
 
-use crate::{domain::product::Product, error::CatalogError};
+use crate::error::CatalogError;
+use products::SharedProduct;
 
 /// Who is calling.
 #[derive(Debug, Clone, Default)]
@@ -52,7 +53,7 @@ pub struct Settings {
 struct Inner {
     database: Database,
     /// None when the cache is off (no capacity or no time to live): reads then skip it.
-    products: Option<moka::sync::Cache<String, Arc<Product>>>,
+    products: Option<moka::sync::Cache<String, Arc<SharedProduct>, foldhash::fast::RandomState>>,
 }
 
 /// The catalog's use cases. Cheap to clone.
@@ -75,7 +76,8 @@ impl Catalog {
             moka::sync::Cache::builder()
                 .max_capacity(settings.product_cache_capacity)
                 .time_to_live(settings.product_cache_ttl)
-                .build()
+                // Keys are ids from the database, so a fast seeded hash is safe here.
+                .build_with_hasher(foldhash::fast::RandomState::default())
         });
         Self {
             inner: Arc::new(Inner { database, products }),

@@ -1,9 +1,14 @@
 //! Products: create, read (cached), list with filters and keyset pages, update and archive.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    ops::Deref,
+    sync::{Arc, OnceLock},
+};
 
 use backbone_common::{error::FieldViolation, money, page};
 use backbone_proto::common::Money;
+use bytes::Bytes;
 
 use super::{Caller, Catalog, check_ids, expected_version, page_cursor, page_size};
 use crate::{
@@ -19,6 +24,38 @@ use crate::{
     },
     error::CatalogError,
 };
+
+/// A product as reads share it: one copy per product in the cache, handed to every read until
+/// the product changes (a change here evicts it; another replica's change shows when the copy
+/// expires), with room for the answer the API layer encodes from it, so that answer is encoded
+/// once per copy instead of on every call.
+#[derive(Debug)]
+pub struct SharedProduct {
+    product: Product,
+    api_form: OnceLock<Bytes>,
+}
+
+impl SharedProduct {
+    fn new(product: Product) -> Self {
+        Self {
+            product,
+            api_form: OnceLock::new(),
+        }
+    }
+
+    /// The product's encoded API form: `encode`'s result at the first call, the same bytes after.
+    pub fn api_form(&self, encode: impl FnOnce(&Product) -> Bytes) -> Bytes {
+        self.api_form.get_or_init(|| encode(&self.product)).clone()
+    }
+}
+
+impl Deref for SharedProduct {
+    type Target = Product;
+
+    fn deref(&self) -> &Product {
+        &self.product
+    }
+}
 
 /// A product's writable fields as a client sent them.
 #[derive(Debug, Clone, Default)]
@@ -155,14 +192,17 @@ impl Catalog {
     }
 
     /// Product `id` if the cache holds it.
-    fn cached(&self, id: &str) -> Option<Arc<Product>> {
+    fn cached(&self, id: &str) -> Option<Arc<SharedProduct>> {
         self.inner.products.as_ref()?.get(id)
     }
 
     /// Products by id from the cache or the database, any status.
-    pub(super) async fn load(&self, ids: &[String]) -> Result<Vec<Arc<Product>>, CatalogError> {
+    pub(super) async fn load(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<Arc<SharedProduct>>, CatalogError> {
         let cache = self.inner.products.as_ref();
-        let mut found: Vec<Arc<Product>> = Vec::with_capacity(ids.len());
+        let mut found: Vec<Arc<SharedProduct>> = Vec::with_capacity(ids.len());
         let mut missing: Vec<String> = Vec::new();
         for id in ids {
             match self.cached(id) {
@@ -173,7 +213,7 @@ impl Catalog {
         if !missing.is_empty() {
             let mut conn = self.inner.database.read_conn().await?;
             for row in db::products::by_ids(&mut conn, &missing).await? {
-                let product = Arc::new(row.into_product());
+                let product = Arc::new(SharedProduct::new(row.into_product()));
                 if let Some(cache) = cache {
                     cache.insert(product.id.clone(), product.clone());
                 }
@@ -184,7 +224,11 @@ impl Catalog {
     }
 
     /// One product the caller may see (shared with the cache: read it, do not change it).
-    pub async fn product(&self, caller: &Caller, id: &str) -> Result<Arc<Product>, CatalogError> {
+    pub async fn product(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<Arc<SharedProduct>, CatalogError> {
         if id.is_empty() {
             return Err(CatalogError::field("product_id", "is required"));
         }
@@ -202,7 +246,7 @@ impl Catalog {
         &self,
         caller: &Caller,
         ids: &[String],
-    ) -> Result<(Vec<Arc<Product>>, Vec<String>), CatalogError> {
+    ) -> Result<(Vec<Arc<SharedProduct>>, Vec<String>), CatalogError> {
         let ids = check_ids(ids, "product_ids")?;
         let loaded = self.load(&ids).await?;
         let mut products = Vec::new();
