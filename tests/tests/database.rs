@@ -397,3 +397,74 @@ on_both_backends! {
         );
     }
 }
+
+on_both_backends! {
+    async fn a_page_of_products_is_limited_by_a_number_postgres_plans_once(backend: Backend) {
+        use diesel::sql_types::{BigInt, Text};
+        use backbone_catalog::{
+            db::products::{ListQuery, list},
+            domain::product::ProductOrder,
+        };
+        let db = TestDb::new(backend).await;
+        let (_database, mut conn) = migrated_catalog(&db).await;
+        db_run!(&mut conn, |c| {
+            c.batch_execute(
+                "INSERT INTO products (id, sku, title, price_minor, currency_code, status, created_at, updated_at) VALUES \
+                 ('p1', 'S1', 'One', 100, 'EUR', 'ACTIVE', '2026-01-01 00:00:01', '2026-01-01 00:00:01'), \
+                 ('p2', 'S2', 'Two', 100, 'EUR', 'ACTIVE', '2026-01-01 00:00:02', '2026-01-01 00:00:02'), \
+                 ('p3', 'S3', 'Three', 100, 'EUR', 'DRAFT', '2026-01-01 00:00:03', '2026-01-01 00:00:03'), \
+                 ('p4', 'S4', 'Four', 100, 'EUR', 'ACTIVE', '2026-01-01 00:00:04', '2026-01-01 00:00:04'), \
+                 ('p5', 'S5', 'Five', 100, 'EUR', 'ACTIVE', '2026-01-01 00:00:05', '2026-01-01 00:00:05')",
+            )
+            .await
+        })
+        .expect("insert products");
+        let page = |limit: i64| ListQuery {
+            status: Some("ACTIVE"),
+            categories: None,
+            currency: None,
+            min_price: None,
+            max_price: None,
+            text: None,
+            order: ProductOrder::CreatedDesc,
+            after: None,
+            limit,
+        };
+        for _ in 0..8 {
+            let rows = list(&mut conn, &page(3)).await.expect("list");
+            assert_eq!(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["p5", "p4", "p2"]);
+        }
+        let rows = list(&mut conn, &page(10)).await.expect("list");
+        assert_eq!(rows.len(), 4);
+
+        if backend == Backend::Postgres {
+            // One statement per page size, the number in its text; after five executions
+            // PostgreSQL runs it with its generic plan instead of planning each call again
+            // (with `LIMIT $n` every call was planned: 0 generic plans).
+            #[derive(diesel::QueryableByName)]
+            struct Kept {
+                #[diesel(sql_type = Text)]
+                statement: String,
+                #[diesel(sql_type = BigInt)]
+                generic_plans: i64,
+                #[diesel(sql_type = BigInt)]
+                custom_plans: i64,
+            }
+            let kept: Vec<Kept> = db_run!(&mut conn, |c| {
+                diesel::sql_query(
+                    "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements \
+                     WHERE statement LIKE 'SELECT %FROM \"products\"%LIMIT%' \
+                     AND statement NOT LIKE '%pg_prepared_statements%' ORDER BY statement",
+                )
+                .load(c)
+                .await
+            })
+            .expect("pg_prepared_statements");
+            let kept: Vec<(&str, i64, i64)> = kept
+                .iter()
+                .map(|k| (k.statement.rsplit(" DESC").next().unwrap_or_default(), k.generic_plans, k.custom_plans))
+                .collect();
+            assert_eq!(kept, [(" LIMIT 10", 0, 1), (" LIMIT 3", 3, 5)], "{kept:?}");
+        }
+    }
+}

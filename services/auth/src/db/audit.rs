@@ -4,7 +4,7 @@
 use backbone_common::db::Prepared as _;
 use backbone_common::{
     db::{DbConn, DbError},
-    db_run,
+    db_run, keyset,
 };
 use diesel::{
     BoolExpressionMethods as _, ExpressionMethods as _, IntoSql as _, QueryDsl as _,
@@ -50,27 +50,29 @@ pub async fn list(
     let any_actor = filter.actor_id.is_empty();
     let any_type = filter.event_type.is_empty();
     Ok(db_run!(conn, |c| {
-        audit_events::table
-            .filter(audit_events::id.lt(before))
-            .filter(
-                audit_events::subject_id
-                    .eq(&filter.subject_id)
-                    .or(any_subject.into_sql::<diesel::sql_types::Bool>()),
-            )
-            .filter(
-                audit_events::actor_id
-                    .eq(&filter.actor_id)
-                    .or(any_actor.into_sql::<diesel::sql_types::Bool>()),
-            )
-            .filter(
-                audit_events::event_type
-                    .eq(&filter.event_type)
-                    .or(any_type.into_sql::<diesel::sql_types::Bool>()),
-            )
-            .order(audit_events::id.desc())
-            .limit(limit)
-            .select(AuditRow::as_select())
-            .load(c)
-            .await
+        keyset::limit(
+            audit_events::table
+                .filter(audit_events::id.lt(before))
+                .filter(
+                    audit_events::subject_id
+                        .eq(&filter.subject_id)
+                        .or(any_subject.into_sql::<diesel::sql_types::Bool>()),
+                )
+                .filter(
+                    audit_events::actor_id
+                        .eq(&filter.actor_id)
+                        .or(any_actor.into_sql::<diesel::sql_types::Bool>()),
+                )
+                .filter(
+                    audit_events::event_type
+                        .eq(&filter.event_type)
+                        .or(any_type.into_sql::<diesel::sql_types::Bool>()),
+                )
+                .order(audit_events::id.desc())
+                .select(AuditRow::as_select()),
+            limit,
+        )
+        .load(c)
+        .await
     })?)
 }

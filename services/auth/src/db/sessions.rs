@@ -5,7 +5,7 @@
 use backbone_common::db::Prepared as _;
 use backbone_common::{
     db::{DbConn, DbError},
-    db_run,
+    db_run, keyset,
 };
 use chrono::NaiveDateTime;
 use diesel::{
@@ -271,15 +271,17 @@ pub async fn list_active(
 ) -> Result<Vec<SessionRow>, DbError> {
     let after = after_id.unwrap_or("");
     Ok(db_run!(conn, |c| {
-        sessions::table
-            .filter(sessions::user_id.eq(user_id))
-            .filter(sessions::revoked_at.is_null())
-            .filter(sessions::expires_at.gt(now))
-            .filter(sessions::id.gt(after))
-            .order(sessions::id.asc())
-            .limit(limit)
-            .select(SessionRow::as_select())
-            .load(c)
-            .await
+        keyset::limit(
+            sessions::table
+                .filter(sessions::user_id.eq(user_id))
+                .filter(sessions::revoked_at.is_null())
+                .filter(sessions::expires_at.gt(now))
+                .filter(sessions::id.gt(after))
+                .order(sessions::id.asc())
+                .select(SessionRow::as_select()),
+            limit,
+        )
+        .load(c)
+        .await
     })?)
 }

@@ -4,7 +4,7 @@
 use backbone_common::db::Prepared as _;
 use backbone_common::{
     db::{DbConn, DbError},
-    db_run,
+    db_run, keyset,
 };
 use chrono::NaiveDateTime;
 use diesel::{
@@ -102,14 +102,16 @@ pub async fn list(
     );
     let after = after_id.unwrap_or("");
     Ok(db_run!(conn, |c| {
-        users::table
-            .filter(users::email_normalized.like(&pattern).escape('\\'))
-            .filter(users::id.gt(after))
-            .order(users::id.asc())
-            .limit(limit)
-            .select(UserRow::as_select())
-            .load(c)
-            .await
+        keyset::limit(
+            users::table
+                .filter(users::email_normalized.like(&pattern).escape('\\'))
+                .filter(users::id.gt(after))
+                .order(users::id.asc())
+                .select(UserRow::as_select()),
+            limit,
+        )
+        .load(c)
+        .await
     })?)
 }
 

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use backbone_common::db::Prepared as _;
 use backbone_common::{
     db::{DbConn, DbError},
-    db_run,
+    db_run, keyset,
 };
 use chrono::NaiveDateTime;
 use diesel::{
@@ -97,7 +97,6 @@ macro_rules! filtered_page {
             let mut query = $table::table
                 .select(<$row>::as_select())
                 .order($table::id.desc())
-                .limit(filter.limit)
                 .into_boxed();
             if let Some(status) = &filter.status {
                 query = query.filter($table::status.eq(status));
@@ -108,7 +107,7 @@ macro_rules! filtered_page {
             if let Some(before) = &filter.before {
                 query = query.filter($table::id.lt(before));
             }
-            query.load::<$row>(c).await
+            keyset::limit(query, filter.limit).load::<$row>(c).await
         })
     };
 }
@@ -201,7 +200,6 @@ pub async fn ledger(
         let mut query = ledger_entries::table
             .select(LedgerEntryRow::as_select())
             .order(ledger_entries::id)
-            .limit(limit)
             .into_boxed();
         match scope {
             LedgerScope::Order(order) => query = query.filter(ledger_entries::order_id.eq(order)),
@@ -215,7 +213,7 @@ pub async fn ledger(
         if let Some(after) = after {
             query = query.filter(ledger_entries::id.gt(after));
         }
-        query.load(c).await
+        keyset::limit(query, limit).load(c).await
     })?)
 }
 
@@ -299,7 +297,6 @@ pub async fn events(
             .select(EventRow::as_select())
             .filter(events::sequence.gt(after))
             .order(events::sequence)
-            .limit(limit)
             .into_boxed();
         if !types.is_empty() {
             query = query.filter(events::event_type.eq_any(types));
@@ -307,7 +304,7 @@ pub async fn events(
         if let Some(subject) = subject_id {
             query = query.filter(events::subject_id.eq(subject));
         }
-        query.load(c).await
+        keyset::limit(query, limit).load(c).await
     })?)
 }
 
@@ -319,29 +316,31 @@ pub async fn unsettled_orders(
     limit: i64,
 ) -> Result<Vec<OrderRow>, DbError> {
     Ok(db_run!(conn, |c| {
-        orders::table
-            .filter(orders::locked_until.lt(now))
-            .filter(
-                orders::status
-                    .eq_any([
-                        OrderStatus::Pending.as_str(),
-                        OrderStatus::PaymentPending.as_str(),
-                    ])
-                    .or(orders::status
+        keyset::limit(
+            orders::table
+                .filter(orders::locked_until.lt(now))
+                .filter(
+                    orders::status
                         .eq_any([
-                            OrderStatus::Cancelled.as_str(),
-                            OrderStatus::PaymentFailed.as_str(),
+                            OrderStatus::Pending.as_str(),
+                            OrderStatus::PaymentPending.as_str(),
                         ])
-                        .and(
-                            orders::stock_state
-                                .eq_any([StockState::None.as_str(), StockState::Held.as_str()]),
-                        )),
-            )
-            .order(orders::locked_until)
-            .limit(limit)
-            .select(OrderRow::as_select())
-            .load(c)
-            .await
+                        .or(orders::status
+                            .eq_any([
+                                OrderStatus::Cancelled.as_str(),
+                                OrderStatus::PaymentFailed.as_str(),
+                            ])
+                            .and(
+                                orders::stock_state
+                                    .eq_any([StockState::None.as_str(), StockState::Held.as_str()]),
+                            )),
+                )
+                .order(orders::locked_until)
+                .select(OrderRow::as_select()),
+            limit,
+        )
+        .load(c)
+        .await
     })?)
 }
 
@@ -352,14 +351,16 @@ pub async fn unsettled_refunds(
     limit: i64,
 ) -> Result<Vec<RefundRow>, DbError> {
     Ok(db_run!(conn, |c| {
-        refunds::table
-            .filter(refunds::status.eq(RefundStatus::Pending.as_str()))
-            .filter(refunds::locked_until.lt(now))
-            .order(refunds::locked_until)
-            .limit(limit)
-            .select(RefundRow::as_select())
-            .load(c)
-            .await
+        keyset::limit(
+            refunds::table
+                .filter(refunds::status.eq(RefundStatus::Pending.as_str()))
+                .filter(refunds::locked_until.lt(now))
+                .order(refunds::locked_until)
+                .select(RefundRow::as_select()),
+            limit,
+        )
+        .load(c)
+        .await
     })?)
 }
 

@@ -383,8 +383,7 @@ pub async fn list(conn: &mut DbConn, query: &ListQuery) -> Result<Vec<ProductRow
             ProductOrder::TitleAsc => q.order((products::title.asc(), products::id.asc())),
             ProductOrder::TitleDesc => q.order((products::title.desc(), products::id.desc())),
         };
-        q.limit(query.limit)
-            .select(ProductRow::as_select())
+        keyset::limit(q.select(ProductRow::as_select()), query.limit)
             .load(c)
             .await
     })?;

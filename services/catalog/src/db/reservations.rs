@@ -8,7 +8,7 @@
 use backbone_common::db::Prepared as _;
 use backbone_common::{
     db::{DbConn, DbError},
-    db_run,
+    db_run, keyset,
 };
 use chrono::NaiveDateTime;
 use diesel::{
@@ -307,13 +307,15 @@ pub async fn expired(
     limit: i64,
 ) -> Result<Vec<String>, DbError> {
     Ok(db_run!(conn, |c| {
-        reservations::table
-            .filter(reservations::state.eq(ReservationState::Held.as_str()))
-            .filter(reservations::expires_at.le(now))
-            .order(reservations::expires_at)
-            .limit(limit)
-            .select(reservations::id)
-            .load(c)
-            .await
+        keyset::limit(
+            reservations::table
+                .filter(reservations::state.eq(ReservationState::Held.as_str()))
+                .filter(reservations::expires_at.le(now))
+                .order(reservations::expires_at)
+                .select(reservations::id),
+            limit,
+        )
+        .load(c)
+        .await
     })?)
 }

@@ -4,7 +4,7 @@
 use backbone_common::db::Prepared as _;
 use backbone_common::{
     db::{DbConn, DbError},
-    db_run,
+    db_run, keyset,
 };
 use chrono::NaiveDateTime;
 use diesel::{
@@ -188,11 +188,13 @@ pub async fn movements(
         if let Some(before) = before_id {
             q = q.filter(stock_movements::id.lt(before));
         }
-        q.order(stock_movements::id.desc())
-            .limit(limit)
-            .select(MovementRow::as_select())
-            .load(c)
-            .await
+        keyset::limit(
+            q.order(stock_movements::id.desc())
+                .select(MovementRow::as_select()),
+            limit,
+        )
+        .load(c)
+        .await
     })?)
 }
 

@@ -38,7 +38,7 @@ impl CatalogApi {
     /// of the product and sent as is (`GetProductResponse` is field 1 holding the product).
     /// Same answer as [`CatalogService::get_product`], without building and encoding the
     /// message on every call.
-    async fn get_product_encoded(
+    pub async fn get_product_encoded(
         &self,
         request: Request<pb::GetProductRequest>,
     ) -> Answer<EncodedField<1>> {
@@ -131,6 +131,8 @@ impl CatalogService for CatalogApi {
         })
     }
 
+    /// The same answer as [`CatalogApi::get_product_encoded`], which [`routes`] serves in its
+    /// place; this one answers where the generated server is mounted alone.
     async fn get_product(
         &self,
         request: Request<pb::GetProductRequest>,
