@@ -414,7 +414,9 @@ on_both_backends! {
                  ('p2', 'S2', 'Two', 100, 'EUR', 'ACTIVE', '2026-01-01 00:00:02', '2026-01-01 00:00:02'), \
                  ('p3', 'S3', 'Three', 100, 'EUR', 'DRAFT', '2026-01-01 00:00:03', '2026-01-01 00:00:03'), \
                  ('p4', 'S4', 'Four', 100, 'EUR', 'ACTIVE', '2026-01-01 00:00:04', '2026-01-01 00:00:04'), \
-                 ('p5', 'S5', 'Five', 100, 'EUR', 'ACTIVE', '2026-01-01 00:00:05', '2026-01-01 00:00:05')",
+                 ('p5', 'S5', 'Five', 100, 'EUR', 'ACTIVE', '2026-01-01 00:00:05', '2026-01-01 00:00:05'), \
+                 ('p6', 'S6', 'Six', 100, 'EUR', 'ACTIVE', '2026-01-01 00:00:06', '2026-01-01 00:00:06'), \
+                 ('p7', 'S7', 'Seven', 100, 'EUR', 'ACTIVE', '2026-01-01 00:00:07', '2026-01-01 00:00:07')",
             )
             .await
         })
@@ -432,15 +434,21 @@ on_both_backends! {
         };
         for _ in 0..8 {
             let rows = list(&mut conn, &page(3)).await.expect("list");
-            assert_eq!(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["p5", "p4", "p2"]);
+            assert_eq!(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["p7", "p6", "p5"]);
         }
-        let rows = list(&mut conn, &page(10)).await.expect("list");
-        assert_eq!(rows.len(), 4);
+        // Other sizes round up to the ladder's next number (6, 11, 21, 51, 101, ...), and the
+        // rows past the size asked for are dropped: 4 of the 6 rows LIMIT 6 reads.
+        let rows = list(&mut conn, &page(4)).await.expect("list");
+        assert_eq!(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["p7", "p6", "p5", "p4"]);
+        for size in [10, 8] {
+            assert_eq!(list(&mut conn, &page(size)).await.expect("list").len(), 6);
+        }
 
         if backend == Backend::Postgres {
-            // One statement per page size, the number in its text; after five executions
+            // One statement per number, the number in its text; after five executions
             // PostgreSQL runs it with its generic plan instead of planning each call again
-            // (with `LIMIT $n` every call was planned: 0 generic plans).
+            // (with `LIMIT $n` every call was planned: 0 generic plans). Sizes 8 and 10 share
+            // LIMIT 11.
             #[derive(diesel::QueryableByName)]
             struct Kept {
                 #[diesel(sql_type = Text)]
@@ -464,7 +472,7 @@ on_both_backends! {
                 .iter()
                 .map(|k| (k.statement.rsplit(" DESC").next().unwrap_or_default(), k.generic_plans, k.custom_plans))
                 .collect();
-            assert_eq!(kept, [(" LIMIT 10", 0, 1), (" LIMIT 3", 3, 5)], "{kept:?}");
+            assert_eq!(kept, [(" LIMIT 11", 0, 2), (" LIMIT 3", 3, 5), (" LIMIT 6", 0, 1)], "{kept:?}");
         }
     }
 }

@@ -9,12 +9,15 @@
 //! [`limit`] writes a page's LIMIT into the SQL as a number for the same reason: bound as
 //! `LIMIT $n`, it keeps PostgreSQL from ever using a generic plan for the statement.
 
+use std::future::Future;
+
 use diesel::{
     backend::Backend,
     expression::{AppearsOnTable, Expression, ValidGrouping},
     query_builder::{AstPass, Query, QueryFragment, QueryId},
     sql_types::Bool,
 };
+use futures::TryFutureExt as _;
 
 /// `(columns) < (values)` or `(columns) > (values)`; made by [`past`].
 #[derive(Debug, Clone, Copy)]
@@ -78,24 +81,71 @@ where
     }
 }
 
-/// `query LIMIT rows`, the number written into the SQL; made by [`limit`].
+/// `query LIMIT n`, the number written into the SQL; made by [`limit`].
 #[derive(Debug, Clone, Copy)]
 pub struct Limited<Q> {
     query: Q,
-    rows: u32,
+    /// Rows asked for: what [`Limited::load`] returns at most.
+    rows: usize,
+    /// The LIMIT written into the SQL: `rows` rounded up to the next size on [`sql_limit`]'s
+    /// ladder.
+    sql_rows: u64,
 }
 
-/// `query` (a complete SELECT without a LIMIT) limited to `rows`, the number written into the
-/// SQL instead of bound as a parameter. PostgreSQL cannot cost a generic plan for `LIMIT $n`
-/// (it assumes a tenth of the rows), so it planned a page's statement again on every execution
-/// (`pg_prepared_statements`: 0 generic plans, all custom; 0.06 ms of planning for 0.03 ms of
-/// work on a page of ListProducts); with the number in the SQL it settles on one plan after
-/// five executions. Page sizes are capped, so the statement cache keeps at most one statement
-/// per size in use. Negative counts are taken as 0.
+/// `query` (a complete SELECT without a LIMIT) limited to `rows` (negative counts as 0), with
+/// the limit written into the SQL as a number instead of bound as a parameter.
+///
+/// PostgreSQL cannot cost a generic plan for `LIMIT $n` (it assumes a tenth of the rows), so it
+/// planned a page's statement again on every execution (`pg_prepared_statements`: 0 generic
+/// plans, all custom; 0.06 ms of planning for 0.03 ms of work on a page of ListProducts); with
+/// a number in the SQL it settles on one plan after five executions. Each number is its own
+/// prepared statement on every connection, so the number is `rows` rounded up to a short
+/// ladder ([`sql_limit`]) and [`Limited::load`] drops the rows past `rows`: a client cycling
+/// through page sizes adds a handful of statements per query shape, not one per size.
 pub fn limit<Q>(query: Q, rows: i64) -> Limited<Q> {
+    let rows = u64::try_from(rows).unwrap_or(0);
     Limited {
         query,
-        rows: u32::try_from(rows.max(0)).unwrap_or(u32::MAX),
+        rows: usize::try_from(rows).unwrap_or(usize::MAX),
+        sql_rows: sql_limit(rows),
+    }
+}
+
+/// The LIMIT written for `rows`: 0 to 3 as they are, then one more than 5, 10, 20, 50, 100,
+/// 200, 500, and so on (the one more is the row a page reads to know there is a next page,
+/// so default and maximum page sizes of 10, 20, 50, 100 or 500 are exact).
+pub fn sql_limit(rows: u64) -> u64 {
+    if rows <= 3 {
+        return rows;
+    }
+    let mut decade: u64 = 1;
+    loop {
+        for step in [5_u64, 10, 20] {
+            let size = step.saturating_mul(decade).saturating_add(1);
+            if size >= rows || size == u64::MAX {
+                return size;
+            }
+        }
+        decade = decade.saturating_mul(10);
+    }
+}
+
+impl<Q> Limited<Q> {
+    /// Runs the query: its rows, at most the number asked for.
+    pub fn load<'query, 'conn, U, C>(
+        self,
+        conn: &'conn mut C,
+    ) -> impl Future<Output = diesel::QueryResult<Vec<U>>> + Send
+    where
+        U: Send,
+        C: diesel_async::AsyncConnectionCore,
+        Self: diesel_async::methods::LoadQuery<'query, C, U> + 'query,
+    {
+        let keep = self.rows;
+        diesel_async::RunQueryDsl::load(self, conn).map_ok(move |mut rows: Vec<U>| {
+            rows.truncate(keep);
+            rows
+        })
     }
 }
 
@@ -118,7 +168,7 @@ where
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> diesel::QueryResult<()> {
         self.query.walk_ast(out.reborrow())?;
         out.push_sql(" LIMIT ");
-        out.push_sql(&self.rows.to_string());
+        out.push_sql(&self.sql_rows.to_string());
         Ok(())
     }
 }
@@ -166,5 +216,24 @@ mod tests {
         let none =
             diesel::debug_query::<Pg, _>(&limit(items::table.select(items::id), -3)).to_string();
         assert!(none.ends_with("LIMIT 0 -- binds: []"), "{none}");
+        let rounded =
+            diesel::debug_query::<Pg, _>(&limit(items::table.select(items::id), 31)).to_string();
+        assert!(rounded.ends_with("LIMIT 51 -- binds: []"), "{rounded}");
+    }
+
+    #[test]
+    fn the_sql_limit_is_the_count_rounded_up_to_a_short_ladder() {
+        let ladder: Vec<u64> = (0..=1002).map(sql_limit).collect();
+        let mut sizes = ladder.clone();
+        sizes.dedup();
+        assert_eq!(
+            sizes,
+            [0, 1, 2, 3, 6, 11, 21, 51, 101, 201, 501, 1001, 2001]
+        );
+        assert!(
+            (0..=1002).all(|n| ladder[n as usize] >= n),
+            "never below the count"
+        );
+        assert_eq!(sql_limit(u64::MAX), u64::MAX);
     }
 }

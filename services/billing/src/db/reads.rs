@@ -107,7 +107,7 @@ macro_rules! filtered_page {
             if let Some(before) = &filter.before {
                 query = query.filter($table::id.lt(before));
             }
-            keyset::limit(query, filter.limit).load::<$row>(c).await
+            keyset::limit(query, filter.limit).load::<$row, _>(c).await
         })
     };
 }
