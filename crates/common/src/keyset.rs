@@ -114,7 +114,7 @@ pub fn limit<Q>(query: Q, rows: i64) -> Limited<Q> {
 /// The LIMIT written for `rows`: 0 to 3 as they are, then one more than 5, 10, 20, 50, 100,
 /// 200, 500, and so on (the one more is the row a page reads to know there is a next page,
 /// so default and maximum page sizes of 10, 20, 50, 100 or 500 are exact).
-pub fn sql_limit(rows: u64) -> u64 {
+fn sql_limit(rows: u64) -> u64 {
     if rows <= 3 {
         return rows;
     }

@@ -34,11 +34,11 @@ impl CatalogApi {
         Self { catalog }
     }
 
-    /// GetProduct as served: the answer is the product's API form, encoded once per cached copy
-    /// of the product and sent as is (`GetProductResponse` is field 1 holding the product).
-    /// Same answer as [`CatalogService::get_product`], without building and encoding the
-    /// message on every call.
-    pub async fn get_product_encoded(
+    /// GetProduct: the answer is the product's API form, encoded once per cached copy of the
+    /// product and sent as is (`GetProductResponse` is field 1 holding the product), instead of
+    /// building and encoding the message on every call. [`routes`] mounts it on the method's
+    /// path, so the generated service's `get_product` (its default stub) is never reached.
+    async fn get_product_encoded(
         &self,
         request: Request<pb::GetProductRequest>,
     ) -> Answer<EncodedField<1>> {
@@ -128,22 +128,6 @@ impl CatalogService for CatalogApi {
             .await?;
         ok(pb::CreateProductResponse {
             product: Some(convert::product(&created)),
-        })
-    }
-
-    /// The same answer as [`CatalogApi::get_product_encoded`], which [`routes`] serves in its
-    /// place; this one answers where the generated server is mounted alone.
-    async fn get_product(
-        &self,
-        request: Request<pb::GetProductRequest>,
-    ) -> Answer<pb::GetProductResponse> {
-        let caller = caller(&request);
-        let product = self
-            .catalog
-            .product(&caller, &request.into_inner().product_id)
-            .await?;
-        ok(pb::GetProductResponse {
-            product: Some(convert::product(&product)),
         })
     }
 
