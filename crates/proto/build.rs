@@ -19,15 +19,23 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     let descriptors = protox::compile(&files, [&root])?;
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
-    fs::write(
-        out_dir.join("backbone_descriptor.bin"),
-        descriptors.encode_to_vec(),
-    )?;
+    let encoded = descriptors.encode_to_vec();
+    fs::write(out_dir.join("backbone_descriptor.bin"), &encoded)?;
 
     tonic_prost_build::configure()
         // Handlers land one issue at a time; the default stubs answer UNIMPLEMENTED meanwhile.
         .generate_default_stubs(true)
+        // Well-known types with serde, as the messages' serde below needs: pbjson-types', but
+        // for Timestamp, whose JSON is ours (see `timestamp.rs`).
+        .compile_well_known_types(true)
+        .extern_path(".google.protobuf.Timestamp", "crate::Timestamp")
+        .extern_path(".google.protobuf", "::pbjson_types")
         .compile_fds(descriptors)?;
+    // serde for every message: canonical proto3 JSON (lowerCamelCase names, enums by name,
+    // 64-bit integers as strings, RFC 3339 timestamps), generated code instead of reflection.
+    pbjson_build::Builder::new()
+        .register_descriptors(&encoded)?
+        .build(&[".backbone"])?;
     Ok(())
 }
 

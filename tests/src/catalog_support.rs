@@ -274,7 +274,8 @@ pub async fn reserve(
                         quantity: *quantity,
                     })
                     .collect(),
-                ttl: ttl_seconds.map(|seconds| prost_types::Duration { seconds, nanos: 0 }),
+                ttl: ttl_seconds
+                    .map(|seconds| backbone_proto::pbjson_types::Duration { seconds, nanos: 0 }),
             },
             token,
         ))

@@ -130,7 +130,7 @@ on_both_backends! {
             .update_me(bearer(
                 pb::UpdateMeRequest {
                     user: Some(pb::User { display_name: "Alice A.".into(), etag: fetched.etag.clone(), ..Default::default() }),
-                    update_mask: Some(prost_types::FieldMask { paths: vec!["display_name".into()] }),
+                    update_mask: Some(backbone_proto::pbjson_types::FieldMask { paths: vec!["display_name".into()] }),
                 },
                 &tokens.access_token,
             ))
@@ -158,7 +158,7 @@ on_both_backends! {
             .update_me(bearer(
                 pb::UpdateMeRequest {
                     user: Some(pb::User { email: "x@example.com".into(), ..Default::default() }),
-                    update_mask: Some(prost_types::FieldMask { paths: vec!["email".into()] }),
+                    update_mask: Some(backbone_proto::pbjson_types::FieldMask { paths: vec!["email".into()] }),
                 },
                 &tokens.access_token,
             ))

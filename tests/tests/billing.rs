@@ -329,7 +329,7 @@ on_both_backends! {
         assert!(feed.events.windows(2).all(|w| w[0].sequence < w[1].sequence));
         let paid_event = &feed.events[2];
         let status = paid_event.payload.as_ref().and_then(|p| p.fields.get("status")).and_then(|v| v.kind.clone());
-        assert_eq!(status, Some(prost_types::value::Kind::StringValue("ORDER_STATUS_PAID".into())));
+        assert_eq!(status, Some(backbone_proto::pbjson_types::value::Kind::StringValue("ORDER_STATUS_PAID".into())));
         let denied = client.list_events(bearer(pb::ListEventsRequest::default(), &customer)).await.expect_err("customer");
         assert_eq!(denied.code(), Code::PermissionDenied);
 

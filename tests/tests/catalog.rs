@@ -27,7 +27,7 @@ use tonic_types::StatusExt as _;
 fn update_request(product: pb::Product, paths: &[&str]) -> pb::UpdateProductRequest {
     pb::UpdateProductRequest {
         product: Some(product),
-        update_mask: Some(prost_types::FieldMask {
+        update_mask: Some(backbone_proto::pbjson_types::FieldMask {
             paths: paths.iter().map(|p| (*p).to_owned()).collect(),
         }),
     }
@@ -472,7 +472,7 @@ fn category(slug: &str, name: &str, parent_id: &str) -> pb::CreateCategoryReques
 fn category_update(category: pb::Category, paths: &[&str]) -> pb::UpdateCategoryRequest {
     pb::UpdateCategoryRequest {
         category: Some(category),
-        update_mask: Some(prost_types::FieldMask {
+        update_mask: Some(backbone_proto::pbjson_types::FieldMask {
             paths: paths.iter().map(|p| (*p).to_owned()).collect(),
         }),
     }

@@ -294,7 +294,10 @@ impl Peers {
         let message = ReserveStockRequest {
             reservation_id: reservation_id.to_owned(),
             items,
-            ttl: prost_types::Duration::try_from(ttl).ok(),
+            // pbjson's conversion wraps past i64 seconds; such a TTL is sent as none.
+            ttl: i64::try_from(ttl.as_secs())
+                .ok()
+                .map(|_| backbone_proto::pbjson_types::Duration::from(ttl)),
         };
         let response = self
             .catalog(deadline, message, |mut client, request| async move {

@@ -1,11 +1,8 @@
 //! Rows as the API shows them (the proto messages), and those messages as the canonical proto3
 //! JSON that event payloads carry.
 
-use std::sync::LazyLock;
-
-use backbone_proto::{billing as pb, common::Money};
+use backbone_proto::{billing as pb, common::Money, pbjson_types};
 use chrono::NaiveDateTime;
-use prost_reflect::{DescriptorPool, DynamicMessage};
 
 use crate::{
     db::models::{
@@ -16,9 +13,9 @@ use crate::{
 };
 
 /// A timestamp of a stored time.
-pub fn timestamp(at: NaiveDateTime) -> prost_types::Timestamp {
+pub fn timestamp(at: NaiveDateTime) -> backbone_proto::Timestamp {
     let utc = at.and_utc();
-    prost_types::Timestamp {
+    backbone_proto::Timestamp {
         seconds: utc.timestamp(),
         nanos: i32::try_from(utc.timestamp_subsec_nanos()).unwrap_or(0),
     }
@@ -173,12 +170,7 @@ pub fn ledger_entry(e: &LedgerEntryRow) -> pb::LedgerEntry {
 
 /// The API's Event (its JSON payload as a Struct).
 pub fn event(e: &EventRow) -> pb::Event {
-    let payload = serde_json::from_str::<serde_json::Value>(&e.payload)
-        .ok()
-        .and_then(|v| match json_to_value(v).kind {
-            Some(prost_types::value::Kind::StructValue(s)) => Some(s),
-            _ => None,
-        });
+    let payload = serde_json::from_str::<pbjson_types::Struct>(&e.payload).ok();
     pb::Event {
         id: e.id.clone(),
         sequence: e.sequence,
@@ -190,75 +182,164 @@ pub fn event(e: &EventRow) -> pb::Event {
     }
 }
 
-fn json_to_value(v: serde_json::Value) -> prost_types::Value {
-    use prost_types::value::Kind;
-    let kind = match v {
-        serde_json::Value::Null => Kind::NullValue(0),
-        serde_json::Value::Bool(b) => Kind::BoolValue(b),
-        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
-        serde_json::Value::String(s) => Kind::StringValue(s),
-        serde_json::Value::Array(items) => Kind::ListValue(prost_types::ListValue {
-            values: items.into_iter().map(json_to_value).collect(),
-        }),
-        serde_json::Value::Object(fields) => Kind::StructValue(prost_types::Struct {
-            fields: fields
-                .into_iter()
-                .map(|(k, v)| (k, json_to_value(v)))
-                .collect(),
-        }),
-    };
-    prost_types::Value { kind: Some(kind) }
-}
-
-static POOL: LazyLock<Option<DescriptorPool>> =
-    LazyLock::new(|| DescriptorPool::decode(backbone_proto::FILE_DESCRIPTOR_SET).ok());
-
-/// A message events carry, with its proto name.
-pub trait EventSubject: prost::Message {
-    /// Fully qualified proto name.
-    const FULL_NAME: &'static str;
-}
-
-impl EventSubject for pb::Order {
-    const FULL_NAME: &'static str = "backbone.billing.v1.Order";
-}
-impl EventSubject for pb::Invoice {
-    const FULL_NAME: &'static str = "backbone.billing.v1.Invoice";
-}
-impl EventSubject for pb::Payment {
-    const FULL_NAME: &'static str = "backbone.billing.v1.Payment";
-}
-impl EventSubject for pb::CreditNote {
-    const FULL_NAME: &'static str = "backbone.billing.v1.CreditNote";
-}
-
-/// `message` as canonical proto3 JSON.
-pub fn json<M: EventSubject>(message: &M) -> String {
-    POOL.as_ref()
-        .and_then(|pool| pool.get_message_by_name(M::FULL_NAME))
-        .and_then(|descriptor| {
-            DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice()).ok()
-        })
-        .and_then(|dynamic| serde_json::to_string(&dynamic).ok())
-        .unwrap_or_else(|| "{}".to_owned())
+/// `message` as canonical proto3 JSON (pbjson's generated serde code).
+pub fn json<M: serde::Serialize>(message: &M) -> String {
+    serde_json::to_string(message).unwrap_or_else(|_| "{}".to_owned())
 }
 
 #[cfg(test)]
 mod tests {
+    use prost_reflect::{DescriptorPool, DynamicMessage};
+
     use super::*;
 
+    /// `message` rendered by reflection from the descriptors: the proto3 JSON mapping itself.
+    fn by_reflection<M: prost::Message>(message: &M, name: &str) -> serde_json::Value {
+        let pool = DescriptorPool::decode(backbone_proto::FILE_DESCRIPTOR_SET).expect("pool");
+        let descriptor = pool.get_message_by_name(name).expect(name);
+        let dynamic =
+            DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice()).expect("decode");
+        serde_json::to_value(&dynamic).expect("serialize")
+    }
+
+    fn at(seconds: i64, nanos: i32) -> Option<backbone_proto::Timestamp> {
+        Some(backbone_proto::Timestamp { seconds, nanos })
+    }
+
+    fn line(n: i64) -> pb::LineItem {
+        pb::LineItem {
+            product_id: format!("prod-{n}"),
+            sku: format!("SKU-\"{n}\"\u{e9}"),
+            title: "T-shirt, red \u{2014} size M\n".into(),
+            quantity: n,
+            unit_price: Some(money("EUR", 1999)),
+            amount: Some(money("EUR", 1999 * n)),
+        }
+    }
+
     #[test]
-    fn payloads_are_canonical_proto_json() {
-        let text = json(&pb::Payment {
-            id: "p1".into(),
+    fn payloads_are_the_proto3_json_mapping() {
+        let order = pb::Order {
+            id: "o1".into(),
+            customer_id: "c1".into(),
+            status: pb::OrderStatus::PartiallyRefunded as i32,
+            status_reason: "CARD_DECLINED".into(),
+            lines: vec![line(1), line(3)],
+            total: Some(money("EUR", 7996)),
+            refunded_amount: Some(money("EUR", 0)),
+            invoice_id: "i1".into(),
+            payment_id: String::new(),
+            create_time: at(1_795_345_385, 0),
+            update_time: at(1_795_345_385, 123_456_000),
+        };
+        let note = pb::CreditNote {
+            id: "n1".into(),
+            number: "CN-000001".into(),
+            invoice_id: "i1".into(),
+            order_id: "o1".into(),
+            payment_id: "y1".into(),
+            amount: Some(money("EUR", 500)),
+            reason: "damaged".into(),
+            gateway_refund_id: "re_1".into(),
+            create_time: at(1_795_345_386, 1),
+        };
+        let invoice = pb::Invoice {
+            id: "i1".into(),
+            number: "INV-000001".into(),
+            order_id: "o1".into(),
+            customer_id: "c1".into(),
+            status: pb::InvoiceStatus::Paid as i32,
+            lines: vec![line(2)],
+            subtotal: Some(money("EUR", 3998)),
+            total: Some(money("EUR", 3998)),
+            amount_paid: Some(money("EUR", 3998)),
+            amount_refunded: Some(money("EUR", 500)),
+            credit_notes: vec![note.clone()],
+            create_time: at(0, 0),
+            update_time: at(-1, 999_999_999),
+        };
+        let payment = pb::Payment {
+            id: "y1".into(),
+            order_id: "o1".into(),
             status: pb::PaymentStatus::Succeeded as i32,
-            amount: Some(money("EUR", 1250)),
-            ..Default::default()
-        });
-        let value: serde_json::Value = serde_json::from_str(&text).expect("json");
-        assert_eq!(value["id"], "p1");
+            amount: Some(money("JPY", i64::MAX)),
+            refunded_amount: None,
+            gateway: "test".into(),
+            gateway_payment_id: "ch_1".into(),
+            failure_reason: String::new(),
+            create_time: at(253_402_300_799, 0),
+            update_time: None,
+        };
+        let cases = [
+            (
+                json(&order),
+                by_reflection(&order, "backbone.billing.v1.Order"),
+            ),
+            (
+                json(&invoice),
+                by_reflection(&invoice, "backbone.billing.v1.Invoice"),
+            ),
+            (
+                json(&payment),
+                by_reflection(&payment, "backbone.billing.v1.Payment"),
+            ),
+            (
+                json(&note),
+                by_reflection(&note, "backbone.billing.v1.CreditNote"),
+            ),
+            (
+                json(&pb::Order::default()),
+                by_reflection(&pb::Order::default(), "backbone.billing.v1.Order"),
+            ),
+        ];
+        for (text, reference) in cases {
+            let value: serde_json::Value = serde_json::from_str(&text).expect("json");
+            assert_eq!(value, reference, "{text}");
+        }
+        let value: serde_json::Value = serde_json::from_str(&json(&payment)).expect("json");
         assert_eq!(value["status"], "PAYMENT_STATUS_SUCCEEDED");
-        assert_eq!(value["amount"]["amountMinor"], "1250");
-        assert_eq!(value["amount"]["currencyCode"], "EUR");
+        assert_eq!(value["amount"]["amountMinor"], i64::MAX.to_string());
+        assert_eq!(value["createTime"], "9999-12-31T23:59:59Z");
+        assert!(
+            value.get("failureReason").is_none(),
+            "defaults are left out"
+        );
+    }
+
+    #[test]
+    fn a_stored_payload_comes_back_as_its_struct() {
+        let row = EventRow {
+            id: "e1".into(),
+            sequence: 7,
+            event_type: "payment.succeeded".into(),
+            subject_id: "y1".into(),
+            payload: json(&pb::Payment {
+                id: "y1".into(),
+                amount: Some(money("EUR", 1250)),
+                ..Default::default()
+            }),
+            trace_id: String::new(),
+            created_at: NaiveDateTime::default(),
+        };
+        let payload = event(&row).payload.expect("a struct");
+        let kind = |v: &pbjson_types::Value| v.kind.clone();
+        assert_eq!(
+            kind(&payload.fields["id"]),
+            Some(pbjson_types::value::Kind::StringValue("y1".into()))
+        );
+        let Some(pbjson_types::value::Kind::StructValue(amount)) = kind(&payload.fields["amount"])
+        else {
+            panic!("amount is an object: {payload:?}");
+        };
+        assert_eq!(
+            kind(&amount.fields["amountMinor"]),
+            Some(pbjson_types::value::Kind::StringValue("1250".into()))
+        );
+        // Not JSON (never written so): no payload rather than a failed call.
+        let broken = EventRow {
+            payload: "{".into(),
+            ..row
+        };
+        assert!(event(&broken).payload.is_none());
     }
 }

@@ -1,8 +1,8 @@
 //! Conversions between the API's messages and the domain's types.
 
 use backbone_common::auth::Role;
+use backbone_proto::Timestamp;
 use backbone_proto::auth as pb;
-use prost_types::Timestamp;
 
 use crate::{
     domain::{

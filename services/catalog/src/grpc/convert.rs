@@ -1,7 +1,7 @@
 //! Conversions between the API's messages and the domain's types.
 
+use backbone_proto::Timestamp;
 use backbone_proto::catalog as pb;
-use prost_types::Timestamp;
 
 use crate::{
     db::models::MovementRow,

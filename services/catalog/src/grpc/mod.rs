@@ -102,7 +102,7 @@ fn status_of(
         .ok_or_else(|| CatalogError::field(field, "is not a known status").into())
 }
 
-fn mask(mask: Option<prost_types::FieldMask>) -> Result<Vec<String>, Status> {
+fn mask(mask: Option<backbone_proto::pbjson_types::FieldMask>) -> Result<Vec<String>, Status> {
     let paths = mask.map(|m| m.paths).unwrap_or_default();
     if paths.is_empty() {
         return Err(CatalogError::field("update_mask", "must name at least one field").into());
