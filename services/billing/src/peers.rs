@@ -294,10 +294,13 @@ impl Peers {
         let message = ReserveStockRequest {
             reservation_id: reservation_id.to_owned(),
             items,
-            // pbjson's conversion wraps past i64 seconds; such a TTL is sent as none.
-            ttl: i64::try_from(ttl.as_secs())
-                .ok()
-                .map(|_| backbone_proto::pbjson_types::Duration::from(ttl)),
+            // A TTL past i64 seconds is sent as none (pbjson's `From` would wrap it).
+            ttl: i64::try_from(ttl.as_secs()).ok().map(|seconds| {
+                backbone_proto::pbjson_types::Duration {
+                    seconds,
+                    nanos: i32::try_from(ttl.subsec_nanos()).unwrap_or(0),
+                }
+            }),
         };
         let response = self
             .catalog(deadline, message, |mut client, request| async move {
