@@ -318,7 +318,6 @@ on_both_backends! {
 on_both_backends! {
     async fn pipelined_steps_each_answer_and_a_failing_one_rolls_back_the_transaction_with_its_own_error(backend: Backend) {
         use backbone_catalog::db::schema::products::dsl as p;
-        use diesel_async::AsyncConnection as _;
         let db = TestDb::new(backend).await;
         let (_database, mut conn) = migrated_catalog(&db).await;
         let now = chrono::Utc::now().naive_utc();
@@ -337,7 +336,7 @@ on_both_backends! {
 
         // Independent steps in one transaction: each gives its own value, in step order.
         let answers = db_run!(&mut conn, |c| {
-            c.transaction::<_, diesel::result::Error, _>(async |tx| {
+            transaction!(c, async |tx| {
                 pipeline!(
                     tx,
                     h,
@@ -362,7 +361,7 @@ on_both_backends! {
         // A step that fails: the error is its own (not "transaction aborted" from a statement
         // sent after it), and nothing of the transaction stays, other steps' writes included.
         let refused = db_run!(&mut conn, |c| {
-            c.transaction::<_, diesel::result::Error, _>(async |tx| {
+            transaction!(c, async |tx| {
                 pipeline!(
                     tx,
                     h,
@@ -474,5 +473,65 @@ on_both_backends! {
                 .collect();
             assert_eq!(kept, [(" LIMIT 11", 0, 2), (" LIMIT 3", 3, 5), (" LIMIT 6", 0, 1)], "{kept:?}");
         }
+    }
+}
+
+on_both_backends! {
+    async fn a_transaction_given_up_part_way_leaves_nothing_and_no_open_transaction_behind(backend: Backend) {
+        use backbone_catalog::db::schema::products::dsl as p;
+        let db = TestDb::new(backend).await;
+        let (database, conn) = migrated_catalog(&db).await;
+        drop(conn);
+        let now = chrono::Utc::now().naive_utc();
+        let product = |n: u32, sku: &str| {
+            (
+                p::id.eq(format!("0193a5b0-0000-7000-8000-00000000000{n}")),
+                p::sku.eq(sku.to_owned()),
+                p::title.eq(format!("Product {n}")),
+                p::price_minor.eq(100_i64),
+                p::currency_code.eq("EUR"),
+                p::status.eq("ACTIVE"),
+                p::created_at.eq(now),
+                p::updated_at.eq(now),
+            )
+        };
+
+        // The caller gives up (a deadline) after the body's first write, before it ends.
+        let mut conn = database.conn().await.expect("conn");
+        let given_up = tokio::time::timeout(
+            Duration::from_millis(300),
+            async {
+                db_run!(&mut conn, |c| {
+                    transaction!(c, async |tx| {
+                        diesel::insert_into(p::products).values(product(1, "SKU-1")).execute(tx).await?;
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        Ok::<_, diesel::result::Error>(())
+                    })
+                    .await
+                })
+            },
+        )
+        .await;
+        assert!(given_up.is_err(), "the body should still have been sleeping");
+        drop(conn);
+
+        // Every connection the pool hands out next writes outside any transaction: a row
+        // written now is seen at once from another connection, and the given-up row never is.
+        let mut writers = Vec::new();
+        for n in 2..6 {
+            let mut writer = database.conn().await.expect("conn");
+            db_run!(&mut writer, |c| {
+                diesel::insert_into(p::products).values(product(n, &format!("SKU-{n}"))).execute(c).await
+            })
+            .expect("insert");
+            writers.push(writer);
+        }
+        drop(writers);
+        let mut reader = database.conn().await.expect("conn");
+        let skus: Vec<String> = db_run!(&mut reader, |c| {
+            p::products.order(p::sku).select(p::sku).load(c).await
+        })
+        .expect("select");
+        assert_eq!(skus, ["SKU-2", "SKU-3", "SKU-4", "SKU-5"]);
     }
 }

@@ -36,6 +36,8 @@ use crate::{
 pub type PgConn = AsyncPgConnection;
 
 #[doc(hidden)]
+pub use diesel_async::AsyncConnection as __AsyncConnection;
+#[doc(hidden)]
 pub use futures as __futures;
 /// An SQLite connection run on the blocking pool behind an async face.
 pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
@@ -259,6 +261,12 @@ impl std::fmt::Debug for DbConn {
 /// first is not fixed (one that must still be prepared waits for that), so statements that must
 /// run in order (a row, then the rows that refer to it) go in the same step. A step may use `?`
 /// but not `return` (on SQLite that would leave the whole `pipeline!`).
+///
+/// `transaction!(conn, async |tx| ...)` runs a body in a transaction, committed if it gives `Ok`
+/// and rolled back if it gives `Err`. On PostgreSQL ([`pg_transaction`]) `BEGIN` goes out with
+/// the body's first statements instead of in a round trip of its own, and `tx` is a shared
+/// handle (`&mut &PgConn`) the body can `pipeline!` on; on SQLite it is diesel-async's
+/// `transaction`.
 #[macro_export]
 macro_rules! db_run {
     ($conn:expr, |$c:ident| $body:expr) => {
@@ -275,12 +283,22 @@ macro_rules! __db_run {
             $crate::db::DbConn::Postgres(pooled) => {
                 #[allow(unused_macros)]
                 macro_rules! pipeline { ($d($d t:tt)*) => { $crate::__pipeline_pg!($d($d t)*) } }
+                #[allow(unused_macros)]
+                macro_rules! transaction {
+                    ($d conn:expr, $d body:expr) => { $crate::db::pg_transaction($d conn, $d body) };
+                }
                 let $c: &mut $crate::db::PgConn = &mut *pooled;
                 $body
             }
             $crate::db::DbConn::Sqlite(pooled) => {
                 #[allow(unused_macros)]
                 macro_rules! pipeline { ($d($d t:tt)*) => { $crate::__pipeline_sqlite!($d($d t)*) } }
+                #[allow(unused_macros)]
+                macro_rules! transaction {
+                    ($d conn:expr, $d body:expr) => {
+                        $crate::db::__AsyncConnection::transaction($d conn, $d body)
+                    };
+                }
                 let $c: &mut $crate::db::SqliteConn = &mut *pooled;
                 $body
             }
@@ -806,6 +824,84 @@ where
         .revert_all_migrations(Source(migrations))
         .map(|versions| versions.len())
         .map_err(DbError::Migration)
+}
+
+/// A transaction body: an async closure over the transaction's connection whose future is
+/// `Send` (the bound diesel-async's own `transaction` uses, which `AsyncFnOnce` alone cannot
+/// state).
+pub trait TxBody<T, R>: AsyncFnOnce(T) -> R + FnOnce(T) -> <Self as TxBody<T, R>>::Fut {
+    /// The body's future.
+    type Fut: Future<Output = R> + Send;
+}
+
+impl<F, T, Fut, R> TxBody<T, R> for F
+where
+    F: AsyncFnOnce(T) -> R + FnOnce(T) -> Fut,
+    Fut: Future<Output = R> + Send,
+{
+    type Fut = Fut;
+}
+
+/// `transaction!(c, async |tx| ...)` on PostgreSQL (see [`db_run!`](crate::db_run)): the body
+/// in a transaction, committed if it gives `Ok`, rolled back if it gives `Err`, as diesel-async's
+/// `transaction`, but `BEGIN` is not a round trip of its own: it goes out with the body's first
+/// statements. `tx` is a shared handle (`&mut &PgConn`), so the body can `pipeline!` on it.
+pub fn pg_transaction<'conn, R, E, F>(
+    conn: &'conn mut PgConn,
+    body: F,
+) -> impl Future<Output = Result<R, E>> + Send + 'conn
+where
+    for<'r> F: TxBody<&'r mut &'r PgConn, Result<R, E>> + Send + 'conn,
+    E: From<diesel::result::Error> + Send + 'conn,
+    R: Send + 'conn,
+{
+    use diesel::connection::{TransactionDepthChange, TransactionManagerStatus};
+    use diesel_async::{AnsiTransactionManager, TransactionManager as _};
+    async move {
+        // The transaction counts as open before BEGIN is sent: if this future is dropped
+        // part-way (the caller gave up), the pool finds a connection with a transaction still
+        // open, counts it broken and closes it, as it does after diesel-async's own.
+        match AnsiTransactionManager::transaction_manager_status_mut(conn) {
+            TransactionManagerStatus::Valid(status) if status.transaction_depth().is_none() => {
+                status.change_transaction_depth(TransactionDepthChange::IncreaseDepth)?;
+            }
+            TransactionManagerStatus::Valid(_) => {
+                return Err(diesel::result::Error::AlreadyInTransaction.into());
+            }
+            TransactionManagerStatus::InError => {
+                return Err(diesel::result::Error::BrokenTransactionManager.into());
+            }
+        }
+        let (begun, result) = {
+            // BEGIN is queued on the connection when first polled, before the body starts, and
+            // tokio-postgres sends in queue order: it reaches the server first. BEGIN fails only
+            // where every statement after it fails too (the connection is lost).
+            let shared: &PgConn = conn;
+            let mut begin = shared;
+            let mut handle = shared;
+            futures::join!(begin.batch_execute("BEGIN"), body(&mut handle))
+        };
+        match (begun, result) {
+            (Ok(()), Ok(value)) => {
+                AnsiTransactionManager::commit_transaction(conn).await?;
+                Ok(value)
+            }
+            (begun, result) => {
+                if let Err(err) = AnsiTransactionManager::rollback_transaction(conn).await {
+                    tracing::warn!(error = %err, "rollback failed; the connection is closed");
+                }
+                // The body's error, or else BEGIN's.
+                Err(match (result, begun) {
+                    (Err(err), _) => err,
+                    (Ok(_), begun) => E::from(
+                        begun
+                            .err()
+                            .unwrap_or(diesel::result::Error::NotInTransaction),
+                    ),
+                })
+            }
+        }
+    }
 }
 
 /// Why a transaction body stopped: an answer of ours that rolls the transaction back

@@ -11,7 +11,7 @@ use diesel::{
     BoolExpressionMethods as _, ExpressionMethods as _, OptionalExtension as _, QueryDsl as _,
     SelectableHelper as _,
 };
-use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
+use diesel_async::RunQueryDsl as _;
 
 use super::{
     models::{AuditRow, SigningKeyRow},
@@ -54,7 +54,7 @@ pub async fn rotate(
     audit: &AuditRow,
 ) -> Result<Option<String>, DbError> {
     Ok(db_run!(conn, |c| {
-        c.transaction(async |tx| {
+        transaction!(c, async |tx| {
             let retired: Option<String> =
                 diesel::update(signing_keys::table.filter(signing_keys::active.eq(true)))
                     .set((

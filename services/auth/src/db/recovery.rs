@@ -10,7 +10,7 @@ use chrono::NaiveDateTime;
 use diesel::{
     ExpressionMethods as _, OptionalExtension as _, QueryDsl as _, SelectableHelper as _,
 };
-use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
+use diesel_async::RunQueryDsl as _;
 
 use super::{
     models::{AuditRow, OneTimeTokenRow, OutboxRow},
@@ -24,7 +24,7 @@ pub async fn issue(
     audit: Option<&AuditRow>,
 ) -> Result<(), DbError> {
     db_run!(conn, |c| {
-        c.transaction(async |tx| {
+        transaction!(c, async |tx| {
             diesel::insert_into(one_time_tokens::table)
                 .values(token)
                 .prepared()
@@ -85,7 +85,7 @@ pub async fn verify_email(
     audit: &AuditRow,
 ) -> Result<Option<String>, DbError> {
     Ok(db_run!(conn, |c| {
-        c.transaction(async |tx| {
+        transaction!(c, async |tx| {
             let consumed: Option<(String, String)> = diesel::update(
                 one_time_tokens::table
                     .filter(one_time_tokens::token_hash.eq(token_hash))
@@ -144,7 +144,7 @@ pub async fn reset_password(
     audit: &AuditRow,
 ) -> Result<Option<usize>, DbError> {
     Ok(db_run!(conn, |c| {
-        c.transaction(async |tx| {
+        transaction!(c, async |tx| {
             let consumed = diesel::update(
                 one_time_tokens::table
                     .filter(one_time_tokens::token_hash.eq(token_hash))

@@ -6,7 +6,7 @@ use backbone_common::{
     db_run,
 };
 use diesel::{OptionalExtension as _, QueryDsl as _, SelectableHelper as _};
-use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
+use diesel_async::RunQueryDsl as _;
 
 use super::{
     models::{AuditRow, ServiceAccountRow},
@@ -20,7 +20,7 @@ pub async fn create(
     audit: &AuditRow,
 ) -> Result<(), DbError> {
     db_run!(conn, |c| {
-        c.transaction(async |tx| {
+        transaction!(c, async |tx| {
             diesel::insert_into(service_accounts::table)
                 .values(account)
                 .prepared()

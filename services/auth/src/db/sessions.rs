@@ -11,7 +11,7 @@ use chrono::NaiveDateTime;
 use diesel::{
     ExpressionMethods as _, OptionalExtension as _, QueryDsl as _, SelectableHelper as _,
 };
-use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
+use diesel_async::RunQueryDsl as _;
 
 use crate::domain::throttle::ThrottleState;
 
@@ -32,7 +32,7 @@ pub async fn create(
 ) -> Result<(), DbError> {
     let clear = clear_throttle.unwrap_or("");
     db_run!(conn, |c| {
-        c.transaction(async |tx| {
+        transaction!(c, async |tx| {
             // One round trip on PostgreSQL: the session and its token (which refers to it) in
             // one step, the audit row and the counter beside them.
             pipeline!(
@@ -160,7 +160,7 @@ pub async fn rotate(
     now: NaiveDateTime,
 ) -> Result<bool, DbError> {
     Ok(db_run!(conn, |c| {
-        c.transaction(async |tx| {
+        transaction!(c, async |tx| {
             // The first statement writes, so on SQLite the transaction waits for the write lock
             // instead of failing on a stale snapshot; on PostgreSQL a parallel rotation waits
             // for this row's lock and then finds `rotated_at` set.
@@ -210,7 +210,7 @@ pub async fn revoke(
     audit: &AuditRow,
 ) -> Result<bool, DbError> {
     Ok(db_run!(conn, |c| {
-        c.transaction(async |tx| {
+        transaction!(c, async |tx| {
             let revoked = diesel::update(
                 sessions::table
                     .filter(sessions::id.eq(session_id))
@@ -247,7 +247,7 @@ pub async fn revoke_others(
     audit: &AuditRow,
 ) -> Result<usize, DbError> {
     Ok(db_run!(conn, |c| {
-        c.transaction(async |tx| {
+        transaction!(c, async |tx| {
             let revoked =
                 super::revoke_user_sessions!(tx, user_id, keep, "revoked_by_user", now).await?;
             diesel::insert_into(audit_events::table)

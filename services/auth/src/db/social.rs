@@ -9,7 +9,7 @@ use chrono::NaiveDateTime;
 use diesel::{
     ExpressionMethods as _, OptionalExtension as _, QueryDsl as _, SelectableHelper as _,
 };
-use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
+use diesel_async::RunQueryDsl as _;
 
 use super::{
     models::{
@@ -27,7 +27,7 @@ const STATE_RETENTION_HOURS: i64 = 1;
 pub async fn insert_state(conn: &mut DbConn, state: &SocialLoginStateRow) -> Result<(), DbError> {
     let stale = state.created_at - chrono::Duration::hours(STATE_RETENTION_HOURS);
     db_run!(conn, |c| {
-        c.transaction(async |tx| {
+        transaction!(c, async |tx| {
             diesel::delete(
                 social_login_states::table.filter(social_login_states::expires_at.lt(stale)),
             )
@@ -158,7 +158,7 @@ pub struct SocialSignUp<'a> {
 /// Stores a [`SocialSignUp`].
 pub async fn sign_up(conn: &mut DbConn, new: SocialSignUp<'_>) -> Result<(), LinkError> {
     link_result(db_run!(conn, |c| {
-        c.transaction(async |tx| {
+        transaction!(c, async |tx| {
             diesel::insert_into(users::table)
                 .values(new.user)
                 .prepared()
@@ -199,7 +199,7 @@ pub async fn link(
     audit: &AuditRow,
 ) -> Result<(), LinkError> {
     link_result(db_run!(conn, |c| {
-        c.transaction(async |tx| {
+        transaction!(c, async |tx| {
             diesel::insert_into(social_identities::table)
                 .values(identity)
                 .prepared()

@@ -11,7 +11,7 @@ use diesel::{
     EscapeExpressionMethods as _, ExpressionMethods as _, OptionalExtension as _, QueryDsl as _,
     SelectableHelper as _, TextExpressionMethods as _,
 };
-use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
+use diesel_async::RunQueryDsl as _;
 
 use super::{
     models::{AuditRow, UserRow},
@@ -36,7 +36,7 @@ pub async fn create(
     audit: &AuditRow,
 ) -> Result<(), CreateError> {
     let result = db_run!(conn, |c| {
-        c.transaction(async |tx| {
+        transaction!(c, async |tx| {
             diesel::insert_into(users::table)
                 .values(user)
                 .prepared()
@@ -180,7 +180,7 @@ pub async fn set_password(
 ) -> Result<Option<usize>, DbError> {
     let keep = keep_session.unwrap_or("");
     Ok(db_run!(conn, |c| {
-        c.transaction(async |tx| {
+        transaction!(c, async |tx| {
             let updated = diesel::update(users::table.find(id))
                 .set((
                     users::password_hash.eq(new_hash),
@@ -214,7 +214,7 @@ pub async fn set_roles(
     audit: &AuditRow,
 ) -> Result<Option<UserRow>, DbError> {
     Ok(db_run!(conn, |c| {
-        c.transaction(async |tx| {
+        transaction!(c, async |tx| {
             let row = diesel::update(users::table.find(id))
                 .set((
                     users::roles.eq(roles),
@@ -248,7 +248,7 @@ pub async fn disable(
     audit: &AuditRow,
 ) -> Result<Option<(UserRow, usize)>, DbError> {
     Ok(db_run!(conn, |c| {
-        c.transaction(async |tx| {
+        transaction!(c, async |tx| {
             // Disabling twice keeps the first time; sessions are revoked either way.
             diesel::update(users::table.find(id).filter(users::disabled.eq(false)))
                 .set((

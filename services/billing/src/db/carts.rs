@@ -10,7 +10,7 @@ use chrono::NaiveDateTime;
 use diesel::{
     ExpressionMethods as _, OptionalExtension as _, QueryDsl as _, SelectableHelper as _,
 };
-use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
+use diesel_async::RunQueryDsl as _;
 
 use super::{
     TxError, is_unique_violation,
@@ -103,7 +103,7 @@ pub async fn change(
     now: NaiveDateTime,
 ) -> Result<CartOutcome, DbError> {
     let result = db_run!(conn, |c| {
-        c.transaction(async |tx| {
+        transaction!(c, async |tx| {
             // The cart row first: it serializes concurrent changes of one cart.
             diesel::insert_into(carts::table)
                 .values((

@@ -14,7 +14,7 @@ use diesel::{
     AsChangeset, ExpressionMethods as _, OptionalExtension as _, QueryDsl as _,
     SelectableHelper as _,
 };
-use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
+use diesel_async::RunQueryDsl as _;
 
 use super::{
     TxError,
@@ -333,7 +333,7 @@ macro_rules! lines_of {
 pub async fn apply(conn: &mut DbConn, plan: &Plan) -> Result<Applied, PlanError> {
     let now = plan.now.unwrap_or_else(domain::now);
     let result = db_run!(conn, |c| {
-        c.transaction(async |tx| {
+        transaction!(c, async |tx| {
             let mut seen = Seen {
                 lines: plan.lines.clone(),
                 ..Seen::default()

@@ -232,14 +232,13 @@ pub struct LedgerCheck {
 
 /// Checks the ledger in one read transaction (one snapshot).
 pub async fn check_ledger(conn: &mut DbConn) -> Result<LedgerCheck, DbError> {
-    use diesel_async::AsyncConnection as _;
     let paid = [
         OrderStatus::Paid.as_str(),
         OrderStatus::PartiallyRefunded.as_str(),
         OrderStatus::Refunded.as_str(),
     ];
     let (entries, missing): (Vec<(String, String, i64)>, Vec<String>) = db_run!(conn, |c| {
-        c.transaction(async |tx| {
+        transaction!(c, async |tx| {
             let entries = ledger_entries::table
                 .select((
                     ledger_entries::transaction_id,

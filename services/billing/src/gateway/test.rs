@@ -12,7 +12,7 @@ use backbone_common::{
     db_run,
 };
 use diesel::{ExpressionMethods as _, OptionalExtension as _, QueryDsl as _};
-use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
+use diesel_async::RunQueryDsl as _;
 use futures::future::BoxFuture;
 
 use super::{
@@ -108,7 +108,7 @@ impl TestGateway {
         let id = format!("re_{}", uuid::Uuid::now_v7().simple());
         let mut conn = self.database.conn().await?;
         let result = db_run!(&mut conn, |c| {
-            c.transaction(async |tx| {
+            transaction!(c, async |tx| {
                 // The write comes first, so on SQLite the transaction takes the write lock with
                 // its first statement: a read first must upgrade its lock later, which SQLite
                 // refuses at once ("database is locked") while another connection writes.

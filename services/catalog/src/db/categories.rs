@@ -9,7 +9,7 @@ use backbone_common::{
 use diesel::{
     ExpressionMethods as _, OptionalExtension as _, QueryDsl as _, SelectableHelper as _,
 };
-use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
+use diesel_async::RunQueryDsl as _;
 
 use super::{
     TxError, is_unique_violation,
@@ -58,7 +58,7 @@ fn result<T>(result: Result<T, TxError<CategoryError>>) -> Result<T, CategoryErr
 /// Stores a new category.
 pub async fn create(conn: &mut DbConn, row: &CategoryRow) -> Result<(), CategoryError> {
     result(db_run!(conn, |c| {
-        c.transaction(async |tx| {
+        transaction!(c, async |tx| {
             // The parent is looked up first: the foreign key would refuse the insert with an
             // error that names no field.
             if let Some(parent) = &row.parent_id {
@@ -124,7 +124,7 @@ pub async fn update(
     now: chrono::NaiveDateTime,
 ) -> Result<CategoryRow, CategoryError> {
     result(db_run!(conn, |c| {
-        c.transaction(async |tx| {
+        transaction!(c, async |tx| {
             // Bump the version first: the write lock is taken at the first statement.
             let mut target = diesel::update(categories::table)
                 .filter(categories::id.eq(id))
@@ -203,7 +203,7 @@ pub async fn delete(
     expected_version: Option<i64>,
 ) -> Result<(), CategoryError> {
     result(db_run!(conn, |c| {
-        c.transaction(async |tx| {
+        transaction!(c, async |tx| {
             let current: Option<i64> = categories::table
                 .find(id)
                 .select(categories::version)

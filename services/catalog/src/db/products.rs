@@ -12,7 +12,7 @@ use diesel::{
     EscapeExpressionMethods as _, ExpressionMethods as _, IntoSql as _, OptionalExtension as _,
     QueryDsl as _, SelectableHelper as _, TextExpressionMethods as _,
 };
-use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
+use diesel_async::RunQueryDsl as _;
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -96,7 +96,7 @@ pub async fn create(
         updated_at: None,
     };
     write_result(db_run!(conn, |c| {
-        c.transaction(async |tx| {
+        transaction!(c, async |tx| {
             diesel::insert_into(products::table)
                 .values(product)
                 .prepared()
@@ -150,7 +150,7 @@ pub async fn update(
     expected_version: Option<i64>,
 ) -> Result<ProductRow, WriteError> {
     write_result(db_run!(conn, |c| {
-        c.transaction(async |tx| {
+        transaction!(c, async |tx| {
             let mut target = diesel::update(products::table)
                 .filter(products::id.eq(id))
                 .into_boxed();

@@ -14,7 +14,7 @@ use chrono::NaiveDateTime;
 use diesel::{
     ExpressionMethods as _, OptionalExtension as _, QueryDsl as _, SelectableHelper as _,
 };
-use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
+use diesel_async::RunQueryDsl as _;
 
 use super::{
     TxError, is_unique_violation,
@@ -68,7 +68,7 @@ pub async fn reserve(
     let mut order: Vec<&ReservationItemRow> = items.iter().collect();
     order.sort_by(|a, b| a.product_id.cmp(&b.product_id));
     let result: Result<(), TxError<Refused>> = db_run!(conn, |c| {
-        c.transaction(async |tx| {
+        transaction!(c, async |tx| {
             // The reservation with its items, and the stock held, go out together (one round
             // trip on PostgreSQL): a reservation made before, or an item short, rolls all back.
             let pipelined = pipeline!(
@@ -222,7 +222,7 @@ pub async fn finish(
         Finish::Expire => ReservationState::Expired,
     };
     Ok(db_run!(conn, |c| {
-        c.transaction(async |tx| {
+        transaction!(c, async |tx| {
             let mut target = diesel::update(reservations::table)
                 .filter(reservations::id.eq(id))
                 .filter(reservations::state.eq(ReservationState::Held.as_str()))

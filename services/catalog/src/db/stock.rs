@@ -11,7 +11,7 @@ use diesel::{
     ExpressionMethods as _, JoinOnDsl as _, OptionalExtension as _, QueryDsl as _,
     SelectableHelper as _,
 };
-use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
+use diesel_async::RunQueryDsl as _;
 
 use super::{
     TxError, is_unique_violation,
@@ -65,7 +65,7 @@ pub enum Adjusted {
 pub async fn adjust(conn: &mut DbConn, adjustment: &Adjustment) -> Result<Adjusted, DbError> {
     let movement = &adjustment.movement;
     let result: Result<Adjusted, TxError<Box<Adjusted>>> = db_run!(conn, |c| {
-        c.transaction(async |tx| {
+        transaction!(c, async |tx| {
             let updated: Option<StockRow> = diesel::update(
                 stock::table
                     .filter(stock::product_id.eq(&movement.product_id))
