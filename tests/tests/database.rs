@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use backbone_catalog::db::schema::products;
 use backbone_common::{
     config::DatabaseArgs,
     db::{Database, DbConn},
@@ -33,6 +34,35 @@ async fn numbered_events(conn: &mut DbConn) -> Vec<(String, Option<i64>)> {
             .await
     })
     .expect("select")
+}
+
+/// A catalog product row for an insert.
+#[derive(diesel::Insertable)]
+#[diesel(table_name = products)]
+struct NewProduct {
+    id: String,
+    sku: String,
+    title: String,
+    price_minor: i64,
+    currency_code: &'static str,
+    status: &'static str,
+    created_at: chrono::NaiveDateTime,
+    updated_at: chrono::NaiveDateTime,
+}
+
+/// Catalog product `n` with `sku`, priced 1.00 EUR.
+fn product(n: u32, sku: &str) -> NewProduct {
+    let now = chrono::Utc::now().naive_utc();
+    NewProduct {
+        id: format!("0193a5b0-0000-7000-8000-00000000000{n}"),
+        sku: sku.to_owned(),
+        title: format!("Product {n}"),
+        price_minor: 100,
+        currency_code: "EUR",
+        status: "ACTIVE",
+        created_at: now,
+        updated_at: now,
+    }
 }
 
 /// A service's database on `db`, migrated, and a connection to it.
@@ -320,19 +350,6 @@ on_both_backends! {
         use backbone_catalog::db::schema::products::dsl as p;
         let db = TestDb::new(backend).await;
         let (_database, mut conn) = migrated_catalog(&db).await;
-        let now = chrono::Utc::now().naive_utc();
-        let product = |n: u32, sku: &str| {
-            (
-                p::id.eq(format!("0193a5b0-0000-7000-8000-00000000000{n}")),
-                p::sku.eq(sku.to_owned()),
-                p::title.eq(format!("Product {n}")),
-                p::price_minor.eq(100_i64),
-                p::currency_code.eq("EUR"),
-                p::status.eq("ACTIVE"),
-                p::created_at.eq(now),
-                p::updated_at.eq(now),
-            )
-        };
 
         // Independent steps in one transaction: each gives its own value, in step order.
         let answers = db_run!(&mut conn, |c| {
@@ -482,19 +499,6 @@ on_both_backends! {
         let db = TestDb::new(backend).await;
         let (database, conn) = migrated_catalog(&db).await;
         drop(conn);
-        let now = chrono::Utc::now().naive_utc();
-        let product = |n: u32, sku: &str| {
-            (
-                p::id.eq(format!("0193a5b0-0000-7000-8000-00000000000{n}")),
-                p::sku.eq(sku.to_owned()),
-                p::title.eq(format!("Product {n}")),
-                p::price_minor.eq(100_i64),
-                p::currency_code.eq("EUR"),
-                p::status.eq("ACTIVE"),
-                p::created_at.eq(now),
-                p::updated_at.eq(now),
-            )
-        };
 
         // The caller gives up (a deadline) after the body's first write, before it ends.
         let mut conn = database.conn().await.expect("conn");
