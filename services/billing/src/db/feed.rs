@@ -8,7 +8,7 @@
 use backbone_common::db::Prepared as _;
 use backbone_common::db::{DbConn, DbError};
 use diesel::{ExpressionMethods as _, OptionalExtension as _, QueryDsl as _, sql_types::BigInt};
-use diesel_async::{AsyncConnection as _, RunQueryDsl as _};
+use diesel_async::RunQueryDsl as _;
 
 use super::schema::{counters, events};
 
@@ -26,38 +26,36 @@ pub async fn number(conn: &mut DbConn, limit: i64) -> Result<usize, DbError> {
         FROM (SELECT id, ? + ROW_NUMBER() OVER (ORDER BY id) AS sequence \
               FROM events WHERE sequence IS NULL ORDER BY id LIMIT ?) AS numbered \
         WHERE events.id = numbered.id";
-    macro_rules! numbered {
-        ($c:expr, $sql:expr) => {
-            $c.transaction(async |tx| {
-                // The counter row first: its lock makes numberers take turns, and on SQLite the
-                // transaction holds the write lock from its first statement.
-                let last: i64 = diesel::update(counters::table.find("event"))
-                    .set(counters::value.eq(counters::value))
-                    .returning(counters::value)
+    let sql = match conn {
+        DbConn::Postgres(_) => POSTGRES,
+        DbConn::Sqlite(_) => SQLITE,
+    };
+    Ok(backbone_common::db_run!(conn, |c| {
+        transaction!(c, async |tx| {
+            // The counter row first: its lock makes numberers take turns, and on SQLite the
+            // transaction holds the write lock from its first statement.
+            let last: i64 = diesel::update(counters::table.find("event"))
+                .set(counters::value.eq(counters::value))
+                .returning(counters::value)
+                .prepared()
+                .get_result(tx)
+                .await?;
+            let count = diesel::sql_query(sql)
+                .bind::<BigInt, _>(last)
+                .bind::<BigInt, _>(limit)
+                .execute(tx)
+                .await?;
+            if count > 0 {
+                diesel::update(counters::table.find("event"))
+                    .set(counters::value.eq(last + i64::try_from(count).unwrap_or(i64::MAX)))
                     .prepared()
-                    .get_result(tx)
-                    .await?;
-                let count = diesel::sql_query($sql)
-                    .bind::<BigInt, _>(last)
-                    .bind::<BigInt, _>(limit)
                     .execute(tx)
                     .await?;
-                if count > 0 {
-                    diesel::update(counters::table.find("event"))
-                        .set(counters::value.eq(last + i64::try_from(count).unwrap_or(i64::MAX)))
-                        .prepared()
-                        .execute(tx)
-                        .await?;
-                }
-                Ok::<_, diesel::result::Error>(count)
-            })
-            .await
-        };
-    }
-    Ok(match conn {
-        DbConn::Postgres(c) => numbered!(&mut **c, POSTGRES),
-        DbConn::Sqlite(c) => numbered!(&mut **c, SQLITE),
-    }?)
+            }
+            Ok::<_, diesel::result::Error>(count)
+        })
+        .await
+    })?)
 }
 
 /// True if some committed event has no number yet (an index-only look).
