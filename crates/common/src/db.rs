@@ -881,26 +881,19 @@ where
             let mut handle = shared;
             futures::join!(begin.batch_execute("BEGIN"), body(&mut handle))
         };
-        match (begun, result) {
+        let err = match (begun, result) {
             (Ok(()), Ok(value)) => {
                 AnsiTransactionManager::commit_transaction(conn).await?;
-                Ok(value)
+                return Ok(value);
             }
-            (begun, result) => {
-                if let Err(err) = AnsiTransactionManager::rollback_transaction(conn).await {
-                    tracing::warn!(error = %err, "rollback failed; the connection is closed");
-                }
-                // The body's error, or else BEGIN's.
-                Err(match (result, begun) {
-                    (Err(err), _) => err,
-                    (Ok(_), begun) => E::from(
-                        begun
-                            .err()
-                            .unwrap_or(diesel::result::Error::NotInTransaction),
-                    ),
-                })
-            }
+            // The body's error, or else BEGIN's.
+            (_, Err(err)) => err,
+            (Err(err), Ok(_)) => err.into(),
+        };
+        if let Err(rollback) = AnsiTransactionManager::rollback_transaction(conn).await {
+            tracing::warn!(error = %rollback, "rollback failed; the connection is closed");
         }
+        Err(err)
     }
 }
 
