@@ -3,6 +3,8 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 CARGO ?= cargo
+# Where cargo puts what it builds (cargo's own CARGO_TARGET_DIR, if set, as cargo reads it).
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 TOOLS := $(CURDIR)/.tools
 BUF := $(TOOLS)/node_modules/.bin/buf
 GRPCURL := $(TOOLS)/venv/bin/grpcurl
@@ -46,13 +48,13 @@ run: build ## Start auth, catalog and billing on SQLite under $(DATA_DIR) (SEED=
 	}
 	trap stop INT TERM
 	if [ -n "$(SEED)" ]; then
-	  ./target/debug/backbone-catalog seed --log-format text --database-url "sqlite://$(DATA_DIR)/catalog.db"
+	  $(TARGET_DIR)/debug/backbone-catalog seed --log-format text --database-url "sqlite://$(DATA_DIR)/catalog.db"
 	fi
 	# Billing's service account (role service), made once; its secret stays in a 0600 file.
 	account="$(DATA_DIR)/billing-client-id"; secret="$(DATA_DIR)/billing-client-secret"
 	if [ ! -s "$$account" ] || [ ! -s "$$secret" ]; then
 	  rm -f "$$account" "$$secret"
-	  ./target/debug/backbone-auth create-service-account \
+	  $(TARGET_DIR)/debug/backbone-auth create-service-account \
 	    --log-format text --database-url "sqlite://$(DATA_DIR)/auth.db" \
 	    --display-name billing --secret-file "$$secret" > "$$account"
 	  echo "created billing's service account $$(cat "$$account") (secret in $$secret)"
@@ -63,7 +65,7 @@ run: build ## Start auth, catalog and billing on SQLite under $(DATA_DIR) (SEED=
 	  [ "$$svc" = auth ] && extra=(--key-encryption-key-file "$$kek" --dev-mode)
 	  [ "$$svc" = billing ] && extra=(--auth-url "http://127.0.0.1:50051" --catalog-url "http://127.0.0.1:50052" \
 	    --service-client-id "$$(cat "$$account")" --service-client-secret-file "$$secret")
-	  ./target/debug/backbone-$$svc --log-format text \
+	  $(TARGET_DIR)/debug/backbone-$$svc --log-format text \
 	    --listen-addr "$(RUN_HOST):$$port" --admin-addr "$(RUN_HOST):$$admin" \
 	    --database-url "sqlite://$(DATA_DIR)/$$svc.db" "$${extra[@]}" &
 	  pids+=($$!)
@@ -84,14 +86,14 @@ run: build ## Start auth, catalog and billing on SQLite under $(DATA_DIR) (SEED=
 
 admin: build ## Create an administrator in the `make run` auth database: make admin EMAIL=you@example.com
 	@test -n "$(EMAIL)" || { echo "usage: make admin EMAIL=you@example.com"; exit 2; }
-	./target/debug/backbone-auth create-admin --email "$(EMAIL)" --log-format text \
+	$(TARGET_DIR)/debug/backbone-auth create-admin --email "$(EMAIL)" --log-format text \
 	  --database-url "sqlite://$(DATA_DIR)/auth.db"
 
 test: postgres grpcurl oidc build ## Run every test, on SQLite and on PostgreSQL ($$TEST_DATABASE_URL).
 	$(CARGO) test --workspace --all-targets
 
 bench: postgres bench-tools release ## Benchmarks against a bare tonic baseline, one table (QUICK=1: under 5 minutes; ONLY=kit,get: some sections).
-	./target/release/backbone-bench --database-url "$(TEST_DATABASE_URL)" $(if $(QUICK),--quick,) $(if $(ONLY),--only $(ONLY),)
+	$(TARGET_DIR)/release/backbone-bench --database-url "$(TEST_DATABASE_URL)" $(if $(QUICK),--quick,) $(if $(ONLY),--only $(ONLY),)
 
 bench-tools: ## Install h2load (nghttp2-client) if missing; pgbench comes with PostgreSQL.
 	@command -v h2load >/dev/null || { \
